@@ -1,0 +1,190 @@
+//! One cache file: local reads and writes, and filling absent ranges from the bucket.
+
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+
+use super::fetcher::Fetcher;
+use super::ranges::RangeSet;
+
+/// Where the absent bytes of a file can be read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSource {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Reads are served from here once their range is present.
+const BLOCK: u64 = 1 << 20;
+/// Readahead grows on sequential reads up to this window.
+const MAX_READAHEAD: u64 = 8 << 20;
+
+pub struct Content {
+    path: PathBuf,
+    file: File,
+    /// Held while bytes are written into the file, so fetched data never overwrites
+    /// a local write that landed while the fetch was in flight.
+    present: Mutex<RangeSet>,
+    /// One fetch at a time per file: concurrent readers of one range wait, not refetch.
+    fetching: Mutex<()>,
+    /// End of the last read and the current readahead window (sequential detection).
+    readahead: Mutex<(u64, u64)>,
+}
+
+impl Content {
+    pub(super) fn new(path: PathBuf, file: File, present: RangeSet) -> Content {
+        Content {
+            path,
+            file,
+            present: Mutex::new(present),
+            fetching: Mutex::new(()),
+            readahead: Mutex::new((u64::MAX, BLOCK)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn is_complete(&self, len: u64) -> bool {
+        self.present.lock().contains(0..len)
+    }
+
+    pub fn present_bytes(&self, len: u64) -> u64 {
+        self.present.lock().bytes_below(len)
+    }
+
+    /// Reads `size` bytes at `offset` of a file `len` long, fetching what is absent.
+    pub fn read(
+        &self,
+        offset: u64,
+        size: u32,
+        len: u64,
+        source: Option<&RemoteSource>,
+        fetcher: &Fetcher,
+    ) -> io::Result<Vec<u8>> {
+        let end = offset.saturating_add(size as u64).min(len);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let window = self.readahead_window(offset, end);
+        let wanted_end = align_up(end, BLOCK).saturating_add(window).min(len);
+        self.ensure(
+            align_down(offset, BLOCK)..wanted_end,
+            offset..end,
+            source,
+            fetcher,
+        )?;
+        let mut buf = vec![0u8; (end - offset) as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.file.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                break; // a hole past the file's end reads as zeros
+            }
+            done += n;
+        }
+        Ok(buf)
+    }
+
+    /// Makes `needed` present, fetching `wanted` (a superset, for readahead) if anything
+    /// in `needed` is absent.
+    pub fn ensure(
+        &self,
+        wanted: Range<u64>,
+        needed: Range<u64>,
+        source: Option<&RemoteSource>,
+        fetcher: &Fetcher,
+    ) -> io::Result<()> {
+        if self.present.lock().contains(needed.clone()) {
+            return Ok(());
+        }
+        let Some(source) = source else {
+            // Nothing remote to read from: absent ranges are holes, i.e. zeros.
+            return Ok(());
+        };
+        let _one_fetch = self.fetching.lock();
+        let limit = source.size;
+        let clamp = |r: Range<u64>| r.start.min(limit)..r.end.min(limit);
+        let gaps: Vec<Range<u64>> = self
+            .present
+            .lock()
+            .missing(clamp(wanted))
+            .into_iter()
+            .filter(|r| !r.is_empty())
+            .collect();
+        if gaps.is_empty() {
+            return Ok(());
+        }
+        fetcher.fetch(&source.key, &gaps, |range, bytes| {
+            self.store_fetched(range, bytes)
+        })
+    }
+
+    /// Writes fetched bytes, skipping any part a local write made present meanwhile.
+    fn store_fetched(&self, range: Range<u64>, bytes: &[u8]) -> io::Result<()> {
+        let mut present = self.present.lock();
+        for gap in present.missing(range.clone()) {
+            let from = (gap.start - range.start) as usize;
+            let to = ((gap.end - range.start) as usize).min(bytes.len());
+            if from < to {
+                self.file.write_all_at(&bytes[from..to], gap.start)?;
+            }
+        }
+        present.insert(range);
+        Ok(())
+    }
+
+    pub fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut present = self.present.lock();
+        self.file.write_all_at(data, offset)?;
+        present.insert(offset..offset + data.len() as u64);
+        Ok(())
+    }
+
+    /// Cuts or extends the file; bytes past `len` are local from now on (zeros or writes).
+    pub fn truncate(&self, len: u64) -> io::Result<()> {
+        let mut present = self.present.lock();
+        self.file.set_len(len)?;
+        present.insert(len..u64::MAX);
+        Ok(())
+    }
+
+    fn readahead_window(&self, offset: u64, end: u64) -> u64 {
+        let mut state = self.readahead.lock();
+        let (last_end, window) = *state;
+        let next = if offset == last_end {
+            (window * 2).min(MAX_READAHEAD)
+        } else {
+            BLOCK
+        };
+        *state = (end, next);
+        if offset == last_end {
+            next
+        } else {
+            0
+        }
+    }
+}
+
+impl Drop for Content {
+    fn drop(&mut self) {
+        super::remove_file_quietly(&self.path, &self.file);
+    }
+}
+
+fn align_down(n: u64, to: u64) -> u64 {
+    n / to * to
+}
+
+fn align_up(n: u64, to: u64) -> u64 {
+    n.div_ceil(to).saturating_mul(to)
+}

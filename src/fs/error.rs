@@ -1,0 +1,37 @@
+//! Errors of the filesystem core, in POSIX terms; the FUSE adapter maps them to errno.
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("invalid argument")]
+    Invalid,
+    #[error("name not usable as an object key")]
+    NameTooLong,
+    #[error("operation not supported")]
+    NotSupported,
+    #[error("no space left in the cache")]
+    NoSpace,
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+impl From<std::io::Error> for FsError {
+    fn from(err: std::io::Error) -> Self {
+        if err.raw_os_error() == Some(libc::ENOSPC) {
+            FsError::NoSpace
+        } else {
+            FsError::Io(err.to_string())
+        }
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;

@@ -1,0 +1,195 @@
+//! File data and attributes: open, read, write, setattr, fsync, release.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::cache::{Content, RangeSet, RemoteSource};
+
+use super::tree::{Attr, NodeKind, Tree};
+use super::{Fs, FsError, FsResult};
+
+/// Attribute changes asked by setattr; `None` leaves a field alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SystemTime>,
+    pub mtime: Option<SystemTime>,
+}
+
+impl Fs {
+    /// Opens a file; `truncate` empties it first (O_TRUNC).
+    pub fn open(self: &Arc<Self>, ino: u64, writable: bool, truncate: bool) -> FsResult<u64> {
+        self.revalidate_metadata(ino);
+        {
+            let mut tree = self.tree.lock();
+            let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
+            if inode.is_dir() {
+                return Err(FsError::IsDir);
+            }
+            inode.open_handles += 1;
+            if writable {
+                inode.open_writers += 1;
+            }
+        }
+        if truncate && writable {
+            self.setattr(
+                ino,
+                SetAttr {
+                    size: Some(0),
+                    ..SetAttr::default()
+                },
+            )?;
+        }
+        Ok(self.new_handle(ino, writable))
+    }
+
+    /// Objects listed but never looked at get their metadata with one HEAD at open.
+    fn revalidate_metadata(&self, ino: u64) {
+        let key = {
+            let tree = self.tree.lock();
+            match tree.get(ino) {
+                Some(i) if !i.meta_known && i.data_version == 0 && i.meta_version == 0 => {
+                    i.stored.as_ref().map(|s| s.key.clone())
+                }
+                _ => None,
+            }
+        };
+        let Some(key) = key else { return };
+        // Offline or slow: the listing's attributes stay; the open goes on.
+        if let Ok(info) = self.block_on(&format!("HEAD {key}"), self.store.head(&key)) {
+            self.apply_head(ino, &key, &info);
+        }
+    }
+
+    pub fn release(&self, fh: u64) {
+        let Some(handle) = self.handles.lock().remove(&fh) else {
+            return;
+        };
+        let mut tree = self.tree.lock();
+        if let Some(inode) = tree.get_mut(handle.ino) {
+            inode.open_handles = inode.open_handles.saturating_sub(1);
+            if handle.writable {
+                inode.open_writers = inode.open_writers.saturating_sub(1);
+            }
+        }
+        // The debounce counts from the close of a changed file.
+        if tree.dirty.contains_key(&handle.ino) {
+            tree.mark_dirty(handle.ino);
+        }
+        tree.forget_if_unused(handle.ino);
+        drop(tree);
+        self.wake.notify_one();
+    }
+
+    /// The content file of `ino`, created on first use, and where absent bytes come from.
+    pub(super) fn content(
+        &self,
+        tree: &mut Tree,
+        ino: u64,
+    ) -> FsResult<(Arc<Content>, Option<RemoteSource>, u64)> {
+        let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
+        if inode.attr.kind != NodeKind::File {
+            return Err(FsError::IsDir);
+        }
+        let source = inode.stored.as_ref().map(|s| RemoteSource {
+            key: s.key.clone(),
+            size: s.size,
+        });
+        let content = match &inode.content {
+            Some(content) => content.clone(),
+            None => {
+                let present = if source.is_some() {
+                    RangeSet::new()
+                } else {
+                    RangeSet::full()
+                };
+                let content = self.cache.create(inode.attr.size, present)?;
+                inode.content = Some(content.clone());
+                content
+            }
+        };
+        Ok((content, source, inode.attr.size))
+    }
+
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let (content, source, len) = self.content(&mut self.tree.lock(), ino)?;
+        Ok(content.read(offset, size, len, source.as_ref(), &self.fetcher)?)
+    }
+
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let (content, _, _) = self.content(&mut self.tree.lock(), ino)?;
+        content.write(offset, data)?;
+        let mut tree = self.tree.lock();
+        let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
+        let now = SystemTime::now();
+        inode.attr.size = inode.attr.size.max(offset + data.len() as u64);
+        inode.attr.mtime = now;
+        inode.attr.ctime = now;
+        inode.data_version += 1;
+        inode.meta_known = true;
+        tree.mark_dirty(ino);
+        Ok(data.len() as u32)
+    }
+
+    pub fn setattr(&self, ino: u64, change: SetAttr) -> FsResult<Attr> {
+        if let Some(size) = change.size {
+            let (content, _, _) = self.content(&mut self.tree.lock(), ino)?;
+            content.truncate(size)?;
+        }
+        let mut tree = self.tree.lock();
+        let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
+        let now = SystemTime::now();
+        if let Some(size) = change.size {
+            inode.attr.size = size;
+            inode.attr.mtime = now;
+            inode.data_version += 1;
+        }
+        if let Some(mode) = change.mode {
+            inode.attr.perm = mode & 0o7777;
+        }
+        if let Some(uid) = change.uid {
+            inode.attr.uid = uid;
+        }
+        if let Some(gid) = change.gid {
+            inode.attr.gid = gid;
+        }
+        if let Some(atime) = change.atime {
+            inode.attr.atime = atime;
+        }
+        if let Some(mtime) = change.mtime {
+            inode.attr.mtime = mtime;
+        }
+        let meta_changed = change.mode.is_some()
+            || change.uid.is_some()
+            || change.gid.is_some()
+            || change.mtime.is_some();
+        if meta_changed {
+            inode.meta_version += 1;
+        }
+        if meta_changed || change.size.is_some() {
+            inode.attr.ctime = now;
+            inode.meta_known = true;
+            tree.mark_dirty(ino);
+        }
+        let attr = tree.get(ino).map(|i| i.attr).ok_or(FsError::NotFound)?;
+        Ok(attr)
+    }
+
+    /// Makes the file's cache data durable on local disk and asks for its upload now.
+    pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        let content = self.tree.lock().get(ino).and_then(|i| i.content.clone());
+        if let Some(content) = content {
+            content.file().sync_data()?;
+        }
+        let mut tree = self.tree.lock();
+        if tree.dirty.contains_key(&ino) {
+            tree.urgent.insert(ino);
+        }
+        drop(tree);
+        self.wake.notify_one();
+        Ok(())
+    }
+}

@@ -1,0 +1,228 @@
+//! Merging the bucket's listing of a directory into the namespace (LIST only), and
+//! the bounded background fill of metadata that a listing cannot carry.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::mapping::{attrs_from_metadata, classify_child, ChildKey, S_IFLNK, S_IFMT};
+use crate::store::{ObjectInfo, ObjectSummary};
+
+use super::tree::{Attr, NodeKind, Stored, Tree};
+use super::{Fs, FsError, FsResult};
+
+/// Concurrent HEADs of one background fill.
+const FILL_PARALLEL: usize = 8;
+
+impl Fs {
+    /// Makes sure the bucket's entries of directory `ino` are in the namespace.
+    pub(super) fn ensure_listed(self: &Arc<Self>, ino: u64) -> FsResult<()> {
+        let prefix = {
+            let tree = self.tree.lock();
+            let inode = tree.get(ino).ok_or(FsError::NotFound)?;
+            if !inode.is_dir() {
+                return Err(FsError::NotDir);
+            }
+            if inode.listed {
+                return Ok(());
+            }
+            match tree.path(ino) {
+                Some(path) => self.config.prefix.dir_prefix(&path),
+                None => return Ok(()), // removed meanwhile: nothing to merge
+            }
+        };
+        let _one_listing = self.listing.lock();
+        if self.tree.lock().get(ino).is_none_or(|i| i.listed) {
+            return Ok(());
+        }
+        let listing = self.block_on(
+            &format!("LIST {prefix}"),
+            self.store.list(&prefix, Some("/")),
+        )?;
+        let to_fill = {
+            let mut tree = self.tree.lock();
+            let to_fill = self.merge_listing(&mut tree, ino, &prefix, &listing);
+            if let Some(dir) = tree.get_mut(ino) {
+                dir.listed = true;
+            }
+            to_fill
+        };
+        self.spawn_fill(to_fill);
+        Ok(())
+    }
+
+    /// Adds what the listing shows and the namespace lacks; returns inodes whose
+    /// metadata is unknown, with the key to HEAD for it.
+    fn merge_listing(
+        &self,
+        tree: &mut Tree,
+        dir: u64,
+        prefix: &str,
+        listing: &crate::store::Listing,
+    ) -> Vec<(u64, String)> {
+        let mut unknown = Vec::new();
+        // Directories first: where `a` and `a/` both exist, the directory wins.
+        for common in &listing.prefixes {
+            match classify_child(prefix, common) {
+                ChildKey::Dir(name) if tree.child(dir, name).is_none() => {
+                    let attr = self.default_attr(NodeKind::Dir, 0, SystemTime::now());
+                    let ino = tree.insert(dir, name, attr, true);
+                    unknown.push((ino, common.clone()));
+                }
+                ChildKey::Unusable(why) => log_skipped(common, why),
+                _ => {}
+            }
+        }
+        for object in &listing.objects {
+            match classify_child(prefix, &object.key) {
+                ChildKey::SelfMarker => {}
+                ChildKey::File(name) => match tree.child(dir, name) {
+                    None => {
+                        let ino = self.insert_remote_file(tree, dir, name, object);
+                        unknown.push((ino, object.key.clone()));
+                    }
+                    Some(existing) if tree.get(existing).is_some_and(|i| i.is_dir()) => {
+                        log_skipped(&object.key, "a directory of the same name exists");
+                    }
+                    Some(_) => {}
+                },
+                ChildKey::Dir(_) => {}
+                ChildKey::Unusable(why) => log_skipped(&object.key, why),
+            }
+        }
+        unknown.truncate(self.config.metadata_fill);
+        unknown
+    }
+
+    fn insert_remote_file(
+        &self,
+        tree: &mut Tree,
+        dir: u64,
+        name: &str,
+        object: &ObjectSummary,
+    ) -> u64 {
+        let attr = self.default_attr(NodeKind::File, object.size, object.last_modified);
+        let ino = tree.insert(dir, name, attr, false);
+        let stored = Stored {
+            key: object.key.clone(),
+            etag: object.etag.clone(),
+            size: object.size,
+            data_version: 0,
+            meta_version: 0,
+        };
+        tree.set_stored(ino, Some(stored));
+        ino
+    }
+
+    pub(super) fn default_attr(&self, kind: NodeKind, size: u64, mtime: SystemTime) -> Attr {
+        let d = &self.config.defaults;
+        let perm = match kind {
+            NodeKind::Dir => d.dir_mode,
+            NodeKind::File => d.file_mode,
+            NodeKind::Symlink => 0o777,
+        };
+        Attr {
+            ino: 0,
+            kind,
+            size,
+            perm: perm & 0o7777,
+            uid: d.uid,
+            gid: d.gid,
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+        }
+    }
+
+    /// Looks up metadata of listed entries in the background, a few at a time.
+    fn spawn_fill(self: &Arc<Self>, entries: Vec<(u64, String)>) {
+        if entries.is_empty() {
+            return;
+        }
+        let fs = self.clone();
+        self.runtime.spawn(async move {
+            let semaphore = Arc::new(tokio::sync::Semaphore::new(FILL_PARALLEL));
+            let mut tasks = tokio::task::JoinSet::new();
+            for (ino, key) in entries {
+                let (fs, semaphore) = (fs.clone(), semaphore.clone());
+                tasks.spawn(async move {
+                    let Ok(_permit) = semaphore.acquire().await else {
+                        return;
+                    };
+                    let timeout = fs.config.request_timeout;
+                    if let Ok(Ok(info)) = tokio::time::timeout(timeout, fs.store.head(&key)).await {
+                        fs.apply_head(ino, &key, &info);
+                    } else if key.ends_with('/') {
+                        // No marker: an implicit directory keeps the defaults.
+                        if let Some(inode) = fs.tree.lock().get_mut(ino) {
+                            inode.meta_known = true;
+                        }
+                    }
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+        });
+    }
+
+    /// Applies a HEAD's metadata to an inode nobody changed locally since it was listed.
+    pub(super) fn apply_head(&self, ino: u64, key: &str, info: &ObjectInfo) {
+        let mut tree = self.tree.lock();
+        let Some(inode) = tree.get(ino) else { return };
+        let untouched = inode.data_version == 0 && inode.meta_version == 0 && !inode.unlinked;
+        let same_version = inode.stored.as_ref().is_none_or(|s| s.etag == info.etag);
+        if !untouched || !same_version {
+            return;
+        }
+        let is_dir = inode.is_dir();
+        let stored = attrs_from_metadata(
+            &info.metadata,
+            &self.config.defaults,
+            is_dir,
+            info.last_modified,
+        );
+        let new_stored = Stored {
+            key: key.to_string(),
+            etag: info.etag.clone(),
+            size: info.size,
+            data_version: 0,
+            meta_version: 0,
+        };
+        let Some(inode) = tree.get_mut(ino) else {
+            return;
+        };
+        if !is_dir && stored.mode & S_IFMT == S_IFLNK {
+            inode.attr.kind = NodeKind::Symlink;
+        }
+        inode.attr.perm = stored.mode & 0o7777;
+        inode.attr.uid = stored.uid;
+        inode.attr.gid = stored.gid;
+        inode.attr.mtime = stored.mtime;
+        inode.attr.ctime = stored.mtime;
+        if !is_dir {
+            inode.attr.size = info.size;
+        }
+        inode.meta_known = true;
+        tree.set_stored(ino, Some(new_stored));
+    }
+
+    /// Lists every directory under `ino` so a rename can move the whole subtree.
+    pub(super) fn ensure_subtree_listed(self: &Arc<Self>, ino: u64) -> FsResult<()> {
+        let mut stack = vec![ino];
+        while let Some(dir) = stack.pop() {
+            self.ensure_listed(dir)?;
+            let tree = self.tree.lock();
+            if let Some(children) = tree.get(dir).and_then(|i| i.children.as_ref()) {
+                stack.extend(
+                    children
+                        .values()
+                        .filter(|&&c| tree.get(c).is_some_and(|i| i.is_dir())),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keys that cannot be shown are logged once each (a listing happens once per directory).
+fn log_skipped(key: &str, why: &str) {
+    tracing::warn!(key = %key.escape_debug(), "object not shown in the mount: {why}");
+}

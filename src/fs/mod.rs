@@ -1,0 +1,189 @@
+//! The filesystem core: POSIX rules over the inode table, the cache and the bucket.
+//! It knows no FUSE types; `fuse.rs` translates.
+
+mod error;
+mod io;
+mod listing;
+mod namespace;
+pub mod plan;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+
+use crate::cache::{Cache, Fetcher};
+use crate::mapping::{DefaultAttrs, KeyPrefix};
+use crate::store::{ObjectStore, StoreError};
+
+pub use error::{FsError, FsResult};
+pub use io::SetAttr;
+pub use namespace::{Caller, DirEntry, RenameMode};
+use tree::Tree;
+pub use tree::{Attr, NodeKind, ROOT};
+
+/// Settings of the core.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    pub prefix: KeyPrefix,
+    pub defaults: DefaultAttrs,
+    /// Upper bound on any one network wait made on behalf of a caller.
+    pub request_timeout: Duration,
+    /// How many entries a listing may look up (HEAD) in the background for their metadata.
+    pub metadata_fill: usize,
+}
+
+/// An open file or directory.
+#[derive(Debug, Clone, Copy)]
+struct OpenHandle {
+    ino: u64,
+    writable: bool,
+}
+
+pub struct Fs {
+    tree: Mutex<Tree>,
+    store: Arc<dyn ObjectStore>,
+    runtime: Handle,
+    cache: Cache,
+    fetcher: Fetcher,
+    config: FsConfig,
+    /// Wakes the uploader when something became dirty or urgent.
+    pub(crate) wake: Arc<Notify>,
+    /// One listing at a time, so a directory is never merged twice.
+    listing: Mutex<()>,
+    handles: Mutex<HashMap<u64, OpenHandle>>,
+    next_handle: AtomicU64,
+}
+
+impl Fs {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        runtime: Handle,
+        cache: Cache,
+        config: FsConfig,
+    ) -> Arc<Fs> {
+        let now = SystemTime::now();
+        let root = Attr {
+            ino: ROOT,
+            kind: NodeKind::Dir,
+            size: 0,
+            perm: config.defaults.dir_mode & 0o7777,
+            uid: config.defaults.uid,
+            gid: config.defaults.gid,
+            atime: now,
+            mtime: now,
+            ctime: now,
+        };
+        let fetcher = Fetcher::new(store.clone(), runtime.clone(), config.request_timeout);
+        Arc::new(Fs {
+            tree: Mutex::new(Tree::new(root)),
+            store,
+            runtime,
+            cache,
+            fetcher,
+            config,
+            wake: Arc::new(Notify::new()),
+            listing: Mutex::new(()),
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.config
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Runs a store request from a FUSE thread, bounded by the request timeout.
+    fn block_on<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> FsResult<T>
+    where
+        T: Send,
+    {
+        let timeout = self.config.request_timeout;
+        match self.runtime.block_on(tokio::time::timeout(timeout, fut)) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(StoreError::NotFound(_))) => Err(FsError::NotFound),
+            Ok(Err(err)) => {
+                tracing::warn!("{what}: {err}");
+                Err(FsError::Io(err.to_string()))
+            }
+            Err(_) => {
+                tracing::warn!("{what}: no answer within {timeout:?}");
+                Err(FsError::Io(format!("{what} timed out")))
+            }
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        self.tree
+            .lock()
+            .get(ino)
+            .map(|i| i.attr)
+            .ok_or(FsError::NotFound)
+    }
+
+    fn new_handle(&self, ino: u64, writable: bool) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, OpenHandle { ino, writable });
+        fh
+    }
+
+    /// Filesystem figures for `df`: object stores have no size, so report 1 PiB.
+    pub fn statfs(&self) -> StatFs {
+        const BLOCK: u64 = 4096;
+        const CAPACITY: u64 = 1 << 50;
+        let files = self.tree.lock().inodes.len() as u64;
+        StatFs {
+            blocks: CAPACITY / BLOCK,
+            blocks_free: CAPACITY / BLOCK,
+            files,
+            files_free: u32::MAX as u64,
+            block_size: BLOCK as u32,
+            name_max: 255,
+        }
+    }
+
+    /// How many inodes still wait for an upload, and keys for a delete.
+    pub fn pending(&self) -> (usize, usize) {
+        let tree = self.tree.lock();
+        (tree.dirty.len(), tree.pending_deletes.len())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub files: u64,
+    pub files_free: u64,
+    pub block_size: u32,
+    pub name_max: u32,
+}
+
+/// Checks a name given by an application before it becomes part of a key.
+fn check_name(name: &str) -> FsResult<()> {
+    if name.len() > 255 {
+        return Err(FsError::NameTooLong);
+    }
+    if !crate::mapping::is_valid_name(name) {
+        return Err(FsError::Invalid);
+    }
+    Ok(())
+}

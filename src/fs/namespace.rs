@@ -1,0 +1,341 @@
+//! Namespace operations: lookup, readdir, create, mkdir, symlink, unlink, rmdir, rename.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::cache::RangeSet;
+
+use super::tree::{Attr, NodeKind, Tree};
+use super::{check_name, Fs, FsError, FsResult};
+
+/// Who asks, for the owner of what they create.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: NodeKind,
+    pub name: String,
+}
+
+/// How a rename may treat an existing target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenameMode {
+    Replace,
+    NoReplace,
+}
+
+impl Fs {
+    pub fn lookup(self: &Arc<Self>, parent: u64, name: &str) -> FsResult<Attr> {
+        if name.len() > 255 {
+            return Err(FsError::NameTooLong);
+        }
+        self.ensure_listed(parent)?;
+        let tree = self.tree.lock();
+        let ino = tree.child(parent, name).ok_or(FsError::NotFound)?;
+        Ok(tree.get(ino).ok_or(FsError::NotFound)?.attr)
+    }
+
+    /// All entries of a directory, `.` and `..` first.
+    pub fn readdir(self: &Arc<Self>, ino: u64) -> FsResult<Vec<DirEntry>> {
+        self.ensure_listed(ino)?;
+        let tree = self.tree.lock();
+        let dir = tree.get(ino).ok_or(FsError::NotFound)?;
+        let children = dir.children.as_ref().ok_or(FsError::NotDir)?;
+        let mut entries = vec![
+            DirEntry {
+                ino,
+                kind: NodeKind::Dir,
+                name: ".".into(),
+            },
+            DirEntry {
+                ino: dir.parent,
+                kind: NodeKind::Dir,
+                name: "..".into(),
+            },
+        ];
+        for (name, &child) in children {
+            if let Some(inode) = tree.get(child) {
+                entries.push(DirEntry {
+                    ino: child,
+                    kind: inode.attr.kind,
+                    name: name.clone(),
+                });
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Creates an empty file and opens it; returns its attributes and handle.
+    pub fn create(
+        self: &Arc<Self>,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<(Attr, u64)> {
+        let content = self.cache.create(0, RangeSet::full())?;
+        let ino = self.add_node(parent, name, NodeKind::File, mode, caller, |inode| {
+            inode.content = Some(content);
+            inode.data_version = 1;
+        })?;
+        let attr = {
+            let mut tree = self.tree.lock();
+            let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
+            inode.open_handles += 1;
+            inode.open_writers += 1;
+            inode.attr
+        };
+        Ok((attr, self.new_handle(ino, true)))
+    }
+
+    pub fn mkdir(
+        self: &Arc<Self>,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        let ino = self.add_node(parent, name, NodeKind::Dir, mode, caller, |inode| {
+            inode.listed = true;
+            inode.meta_version = 1;
+        })?;
+        self.getattr(ino)
+    }
+
+    pub fn symlink(
+        self: &Arc<Self>,
+        parent: u64,
+        name: &str,
+        target: &str,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        let ino = self.add_node(parent, name, NodeKind::Symlink, 0o777, caller, |inode| {
+            inode.symlink_target = Some(target.to_string());
+            inode.attr.size = target.len() as u64;
+            inode.data_version = 1;
+        })?;
+        self.getattr(ino)
+    }
+
+    /// Adds a new local node to `parent` and queues it for upload.
+    fn add_node(
+        self: &Arc<Self>,
+        parent: u64,
+        name: &str,
+        kind: NodeKind,
+        mode: u32,
+        caller: Caller,
+        init: impl FnOnce(&mut super::tree::Inode),
+    ) -> FsResult<u64> {
+        check_name(name)?;
+        self.ensure_listed(parent)?;
+        let mut tree = self.tree.lock();
+        if tree.child(parent, name).is_some() {
+            return Err(FsError::Exists);
+        }
+        let now = SystemTime::now();
+        let attr = Attr {
+            ino: 0,
+            kind,
+            size: 0,
+            perm: mode & 0o7777,
+            uid: caller.uid,
+            gid: caller.gid,
+            atime: now,
+            mtime: now,
+            ctime: now,
+        };
+        let ino = tree.insert(parent, name, attr, kind == NodeKind::Dir);
+        let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
+        inode.meta_known = true;
+        init(inode);
+        tree.mark_dirty(ino);
+        touch_dir(&mut tree, parent, now);
+        drop(tree);
+        self.wake.notify_one();
+        Ok(ino)
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<String> {
+        let key = {
+            let tree = self.tree.lock();
+            let inode = tree.get(ino).ok_or(FsError::NotFound)?;
+            if inode.attr.kind != NodeKind::Symlink {
+                return Err(FsError::Invalid);
+            }
+            if let Some(target) = &inode.symlink_target {
+                return Ok(target.clone());
+            }
+            inode.stored.as_ref().ok_or(FsError::NotFound)?.key.clone()
+        };
+        let body = self.block_on(&format!("GET {key}"), self.store.get(&key))?;
+        let target = String::from_utf8_lossy(&body).into_owned();
+        if let Some(inode) = self.tree.lock().get_mut(ino) {
+            inode.symlink_target = Some(target.clone());
+        }
+        Ok(target)
+    }
+
+    pub fn unlink(self: &Arc<Self>, parent: u64, name: &str) -> FsResult<()> {
+        self.ensure_listed(parent)?;
+        let mut tree = self.tree.lock();
+        let ino = tree.child(parent, name).ok_or(FsError::NotFound)?;
+        if tree.get(ino).is_some_and(|i| i.is_dir()) {
+            return Err(FsError::IsDir);
+        }
+        self.remove_node(&mut tree, ino);
+        touch_dir(&mut tree, parent, SystemTime::now());
+        drop(tree);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    pub fn rmdir(self: &Arc<Self>, parent: u64, name: &str) -> FsResult<()> {
+        self.ensure_listed(parent)?;
+        let ino = self
+            .tree
+            .lock()
+            .child(parent, name)
+            .ok_or(FsError::NotFound)?;
+        self.ensure_listed(ino)?;
+        let mut tree = self.tree.lock();
+        let inode = tree.get(ino).ok_or(FsError::NotFound)?;
+        match &inode.children {
+            None => return Err(FsError::NotDir),
+            Some(children) if !children.is_empty() => return Err(FsError::NotEmpty),
+            Some(_) => {}
+        }
+        self.remove_node(&mut tree, ino);
+        touch_dir(&mut tree, parent, SystemTime::now());
+        drop(tree);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Takes a file, symlink or empty directory out of the namespace and queues the
+    /// deletion of its object (and, for a directory, its marker).
+    fn remove_node(&self, tree: &mut Tree, ino: u64) {
+        if let Some(path) = tree.path(ino) {
+            let is_dir = tree.get(ino).is_some_and(|i| i.is_dir());
+            if is_dir {
+                let marker = self.config.prefix.dir_prefix(&path);
+                tree.pending_deletes.insert(marker);
+            }
+        }
+        if let Some(stored) = tree.get(ino).and_then(|i| i.stored.clone()) {
+            tree.pending_deletes.insert(stored.key);
+        }
+        tree.set_stored(ino, None);
+        tree.detach(ino);
+        tree.dirty.remove(&ino);
+        if let Some(inode) = tree.get_mut(ino) {
+            inode.unlinked = true;
+        }
+        tree.forget_if_unused(ino);
+    }
+
+    pub fn rename(
+        self: &Arc<Self>,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        mode: RenameMode,
+    ) -> FsResult<()> {
+        check_name(new_name)?;
+        self.ensure_listed(parent)?;
+        self.ensure_listed(new_parent)?;
+        let ino = self
+            .tree
+            .lock()
+            .child(parent, name)
+            .ok_or(FsError::NotFound)?;
+        let moving_dir = self.tree.lock().get(ino).is_some_and(|i| i.is_dir());
+        if moving_dir {
+            // The whole subtree must be known before its keys can move.
+            self.ensure_subtree_listed(ino)?;
+            let tree = self.tree.lock();
+            let mut at = new_parent;
+            while at != super::ROOT {
+                if at == ino {
+                    return Err(FsError::Invalid); // into its own subtree
+                }
+                at = tree.get(at).map_or(super::ROOT, |i| i.parent);
+            }
+        }
+        let target = self.tree.lock().child(new_parent, new_name);
+        if let Some(target) = target {
+            if target == ino {
+                return Ok(());
+            }
+            if mode == RenameMode::NoReplace {
+                return Err(FsError::Exists);
+            }
+            let target_is_dir = self.tree.lock().get(target).is_some_and(|i| i.is_dir());
+            match (moving_dir, target_is_dir) {
+                (true, false) => return Err(FsError::NotDir),
+                (false, true) => return Err(FsError::IsDir),
+                (true, true) => {
+                    self.ensure_listed(target)?;
+                    let empty = self
+                        .tree
+                        .lock()
+                        .get(target)
+                        .and_then(|i| i.children.as_ref())
+                        .is_some_and(|c| c.is_empty());
+                    if !empty {
+                        return Err(FsError::NotEmpty);
+                    }
+                }
+                (false, false) => {}
+            }
+        }
+        let mut tree = self.tree.lock();
+        // Re-check under the lock: the namespace may have moved while we listed.
+        if tree.child(parent, name) != Some(ino) || tree.child(new_parent, new_name) != target {
+            return Err(FsError::Io("namespace changed during rename, retry".into()));
+        }
+        if let Some(target) = target {
+            self.remove_node(&mut tree, target);
+        }
+        if moving_dir {
+            if let Some(path) = tree.path(ino) {
+                let old_marker = self.config.prefix.dir_prefix(&path);
+                tree.pending_deletes.insert(old_marker);
+            }
+        }
+        tree.detach(ino);
+        let now = SystemTime::now();
+        if let Some(inode) = tree.get_mut(ino) {
+            inode.parent = new_parent;
+            inode.name = new_name.to_string();
+            inode.attr.ctime = now;
+        }
+        if let Some(children) = tree.get_mut(new_parent).and_then(|p| p.children.as_mut()) {
+            children.insert(new_name.to_string(), ino);
+        }
+        tree.mark_dirty(ino);
+        for child in tree.descendants(ino) {
+            tree.mark_dirty(child);
+        }
+        touch_dir(&mut tree, parent, now);
+        touch_dir(&mut tree, new_parent, now);
+        drop(tree);
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// A directory's mtime and ctime move when its entries change (kept locally only).
+fn touch_dir(tree: &mut Tree, dir: u64, now: SystemTime) {
+    if let Some(inode) = tree.get_mut(dir) {
+        inode.attr.mtime = now;
+        inode.attr.ctime = now;
+    }
+}

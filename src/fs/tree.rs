@@ -1,0 +1,257 @@
+//! The inode table and namespace: names <-> inodes, paths, and what each inode
+//! holds locally versus what the bucket holds for it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::cache::Content;
+
+pub const ROOT: u64 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// Attributes as `stat` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: NodeKind,
+    pub size: u64,
+    /// Permission bits only (no type bits).
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+}
+
+/// The object the bucket holds for an inode, as this mount last wrote or saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    /// The local versions that object reflects.
+    pub data_version: u64,
+    pub meta_version: u64,
+}
+
+pub struct Inode {
+    pub parent: u64,
+    pub name: String,
+    pub attr: Attr,
+    pub children: Option<BTreeMap<String, u64>>,
+    /// Directories: whether the bucket's entries under it were merged in.
+    pub listed: bool,
+    pub symlink_target: Option<String>,
+    /// Whether attributes came from object metadata or local changes (not defaults).
+    pub meta_known: bool,
+    pub content: Option<Arc<Content>>,
+    pub stored: Option<Stored>,
+    pub data_version: u64,
+    pub meta_version: u64,
+    pub open_handles: u32,
+    pub open_writers: u32,
+    /// Removed from the namespace; lives on while handles are open.
+    pub unlinked: bool,
+}
+
+impl Inode {
+    pub fn is_dir(&self) -> bool {
+        self.attr.kind == NodeKind::Dir
+    }
+
+    /// Whether the bucket holds exactly what this inode holds now at `key`.
+    pub fn in_sync_at(&self, key: &str) -> bool {
+        self.stored.as_ref().is_some_and(|s| {
+            s.key == key
+                && s.data_version == self.data_version
+                && s.meta_version == self.meta_version
+        })
+    }
+}
+
+/// Everything the core guards with one lock.
+pub struct Tree {
+    pub inodes: HashMap<u64, Inode>,
+    next_ino: u64,
+    /// Inodes whose bucket object must be written, with the time of the last change.
+    pub dirty: BTreeMap<u64, Instant>,
+    /// Inodes whose upload was asked to happen now (fsync), skipping the debounce.
+    pub urgent: BTreeSet<u64>,
+    /// Keys to delete once nothing in the namespace or in flight needs them.
+    pub pending_deletes: BTreeSet<String>,
+    /// Key -> the live inode whose content the bucket holds there.
+    pub stored_keys: HashMap<String, u64>,
+}
+
+impl Tree {
+    pub fn new(root_attr: Attr) -> Tree {
+        let root = Inode {
+            parent: ROOT,
+            name: String::new(),
+            attr: root_attr,
+            children: Some(BTreeMap::new()),
+            listed: false,
+            symlink_target: None,
+            meta_known: true,
+            content: None,
+            stored: None,
+            data_version: 0,
+            meta_version: 0,
+            open_handles: 0,
+            open_writers: 0,
+            unlinked: false,
+        };
+        Tree {
+            inodes: HashMap::from([(ROOT, root)]),
+            next_ino: ROOT + 1,
+            dirty: BTreeMap::new(),
+            urgent: BTreeSet::new(),
+            pending_deletes: BTreeSet::new(),
+            stored_keys: HashMap::new(),
+        }
+    }
+
+    pub fn get(&self, ino: u64) -> Option<&Inode> {
+        self.inodes.get(&ino)
+    }
+
+    pub fn get_mut(&mut self, ino: u64) -> Option<&mut Inode> {
+        self.inodes.get_mut(&ino)
+    }
+
+    pub fn child(&self, parent: u64, name: &str) -> Option<u64> {
+        self.inodes
+            .get(&parent)?
+            .children
+            .as_ref()?
+            .get(name)
+            .copied()
+    }
+
+    /// Adds a new inode under `parent` and returns its number.
+    pub fn insert(&mut self, parent: u64, name: &str, mut attr: Attr, is_dir: bool) -> u64 {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        attr.ino = ino;
+        let inode = Inode {
+            parent,
+            name: name.to_string(),
+            attr,
+            children: is_dir.then(BTreeMap::new),
+            listed: false,
+            symlink_target: None,
+            meta_known: false,
+            content: None,
+            stored: None,
+            data_version: 0,
+            meta_version: 0,
+            open_handles: 0,
+            open_writers: 0,
+            unlinked: false,
+        };
+        self.inodes.insert(ino, inode);
+        if let Some(children) = self
+            .inodes
+            .get_mut(&parent)
+            .and_then(|p| p.children.as_mut())
+        {
+            children.insert(name.to_string(), ino);
+        }
+        ino
+    }
+
+    /// Path components from the root to `ino`, or None if it is not in the namespace.
+    pub fn path(&self, ino: u64) -> Option<Vec<&str>> {
+        let mut parts = Vec::new();
+        let mut at = ino;
+        while at != ROOT {
+            let inode = self.inodes.get(&at)?;
+            if inode.unlinked {
+                return None;
+            }
+            parts.push(inode.name.as_str());
+            at = inode.parent;
+        }
+        parts.reverse();
+        Some(parts)
+    }
+
+    /// Finds the inode at `path` among what is loaded, without touching the bucket.
+    pub fn resolve(&self, path: &[&str]) -> Option<u64> {
+        path.iter().try_fold(ROOT, |at, name| self.child(at, name))
+    }
+
+    /// Takes `ino` out of its parent's children (unlink, rmdir, rename source).
+    pub fn detach(&mut self, ino: u64) {
+        let Some(inode) = self.inodes.get(&ino) else {
+            return;
+        };
+        let (parent, name) = (inode.parent, inode.name.clone());
+        if let Some(children) = self
+            .inodes
+            .get_mut(&parent)
+            .and_then(|p| p.children.as_mut())
+        {
+            if children.get(&name) == Some(&ino) {
+                children.remove(&name);
+            }
+        }
+    }
+
+    /// Records that the bucket now holds `ino`'s content at `stored.key`.
+    pub fn set_stored(&mut self, ino: u64, stored: Option<Stored>) {
+        let Some(inode) = self.inodes.get_mut(&ino) else {
+            return;
+        };
+        if let Some(old) = inode.stored.take() {
+            if self.stored_keys.get(&old.key) == Some(&ino) {
+                self.stored_keys.remove(&old.key);
+            }
+        }
+        if let Some(new) = &stored {
+            self.stored_keys.insert(new.key.clone(), ino);
+        }
+        inode.stored = stored;
+    }
+
+    /// All inodes below `ino` (not including it), loaded ones only.
+    pub fn descendants(&self, ino: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut stack = vec![ino];
+        while let Some(at) = stack.pop() {
+            if let Some(children) = self.inodes.get(&at).and_then(|i| i.children.as_ref()) {
+                for &child in children.values() {
+                    out.push(child);
+                    stack.push(child);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn mark_dirty(&mut self, ino: u64) {
+        self.dirty.insert(ino, Instant::now());
+    }
+
+    /// Drops an unlinked inode once no handle holds it.
+    pub fn forget_if_unused(&mut self, ino: u64) {
+        let unused = self
+            .inodes
+            .get(&ino)
+            .is_some_and(|i| i.unlinked && i.open_handles == 0);
+        if unused {
+            self.set_stored(ino, None);
+            self.inodes.remove(&ino);
+            self.dirty.remove(&ino);
+            self.urgent.remove(&ino);
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! s3syncfs: a FUSE filesystem that mounts an S3 bucket through a write-through local
+//! disk cache, with a background uploader.
+
+pub mod cache;
+pub mod fs;
+pub mod fuse;
+pub mod mapping;
+pub mod mount;
+pub mod store;
+pub mod sync;

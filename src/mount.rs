@@ -1,0 +1,221 @@
+//! Mounting: checks the bucket and the mountpoint, builds the core, runs the FUSE
+//! session and the uploader, and drains uploads (bounded) at unmount.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use fuser::{Config, MountOption, Session};
+
+use crate::cache::Cache;
+use crate::fs::{Fs, FsConfig};
+use crate::fuse::FuseAdapter;
+use crate::mapping::{DefaultAttrs, KeyPrefix};
+use crate::store::s3::{S3Config, S3Store};
+use crate::store::{ObjectStore, StoreError};
+use crate::sync::{Uploader, UploaderConfig};
+
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    pub bucket: String,
+    pub prefix: KeyPrefix,
+    pub mountpoint: PathBuf,
+    pub endpoint: String,
+    pub region: String,
+    pub path_style: bool,
+    pub cache_dir: PathBuf,
+    pub request_timeout: Duration,
+    pub upload_delay: Duration,
+    pub unmount_timeout: Duration,
+    pub metadata_fill: usize,
+    pub fuse_threads: usize,
+}
+
+/// Splits `BUCKET[:PREFIX]`.
+pub fn parse_source(source: &str) -> anyhow::Result<(String, KeyPrefix)> {
+    let (bucket, prefix) = source.split_once(':').unwrap_or((source, ""));
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid_bucket {
+        bail!("{bucket:?} is not a valid bucket name (3-63 characters: a-z, 0-9, '-', '.')");
+    }
+    let prefix = KeyPrefix::new(prefix).map_err(anyhow::Error::msg)?;
+    Ok((bucket.to_string(), prefix))
+}
+
+/// Holds an exclusive flock on the cache dir for the daemon's lifetime.
+struct CacheLock(#[allow(dead_code)] File);
+
+fn lock_cache_dir(dir: &Path) -> anyhow::Result<CacheLock> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create cache dir {}", dir.display()))?;
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cache dir {} is not writable", dir.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!("cache dir {} is in use by another s3syncfs", dir.display());
+    }
+    Ok(CacheLock(file))
+}
+
+fn check_mountpoint(path: &Path) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("mountpoint {} does not exist", path.display()))?;
+    if !meta.is_dir() {
+        bail!("mountpoint {} is not a directory", path.display());
+    }
+    Ok(())
+}
+
+fn explain_access_error(err: StoreError, options: &MountOptions) -> anyhow::Error {
+    match err {
+        StoreError::NoSuchBucket(b) => {
+            anyhow::anyhow!("bucket {b:?} does not exist at {}", options.endpoint)
+        }
+        StoreError::AccessDenied(why) => {
+            anyhow::anyhow!(
+                "the endpoint refused the credentials for bucket {:?}: {why}",
+                options.bucket
+            )
+        }
+        StoreError::Transient(why) | StoreError::Other(why) => {
+            anyhow::anyhow!("cannot reach {}: {why}", options.endpoint)
+        }
+        other => anyhow::anyhow!("checking bucket {:?}: {other}", options.bucket),
+    }
+}
+
+/// Mounts and serves until unmounted. `ready` is called once the mount is usable,
+/// or with the reason it cannot be.
+pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> anyhow::Result<()> {
+    let setup = || -> anyhow::Result<_> {
+        check_mountpoint(&options.mountpoint)?;
+        let lock = lock_cache_dir(&options.cache_dir)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("s3syncfs-io")
+            .build()
+            .context("cannot start the async runtime")?;
+        let store = S3Store::new(&S3Config {
+            endpoint: options.endpoint.clone(),
+            region: options.region.clone(),
+            bucket: options.bucket.clone(),
+            path_style: options.path_style,
+            credentials: None,
+            request_timeout: options.request_timeout,
+            connect_timeout: Duration::from_secs(5),
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let store: Arc<dyn ObjectStore> = Arc::new(store);
+        let check = runtime.block_on(async {
+            tokio::time::timeout(options.request_timeout, store.check_access()).await
+        });
+        match check {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(explain_access_error(err, &options)),
+            Err(_) => bail!(
+                "cannot reach {}: no answer within {:?}",
+                options.endpoint,
+                options.request_timeout
+            ),
+        }
+        let cache = Cache::open(&options.cache_dir)
+            .with_context(|| format!("cannot use cache dir {}", options.cache_dir.display()))?;
+        let fs = Fs::new(
+            store,
+            runtime.handle().clone(),
+            cache,
+            FsConfig {
+                prefix: options.prefix.clone(),
+                defaults: DefaultAttrs::default(),
+                request_timeout: options.request_timeout,
+                metadata_fill: options.metadata_fill,
+            },
+        );
+        let mut config = Config::default();
+        config.mount_options = vec![
+            MountOption::FSName(format!("{}:{}", options.bucket, options.prefix.as_str())),
+            MountOption::Subtype("s3syncfs".into()),
+            MountOption::DefaultPermissions,
+            MountOption::NoDev,
+            MountOption::NoSuid,
+        ];
+        config.n_threads = Some(options.fuse_threads);
+        let session = Session::new(FuseAdapter::new(fs.clone()), &options.mountpoint, &config)
+            .with_context(|| format!("cannot mount at {}", options.mountpoint.display()))?;
+        Ok((lock, runtime, fs, session))
+    };
+    let (_lock, runtime, fs, mut session) = match setup() {
+        Ok(parts) => parts,
+        Err(err) => {
+            ready(Err(format!("{err:#}")));
+            return Err(err);
+        }
+    };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let uploader = Uploader::new(
+        fs.clone(),
+        UploaderConfig {
+            debounce: options.upload_delay,
+            ..UploaderConfig::default()
+        },
+    );
+    let uploads = runtime.spawn(uploader.run(shutdown_rx, options.unmount_timeout));
+    let mut unmounter = session.unmount_callable();
+    runtime.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("signal received: unmounting");
+        if let Err(err) = tokio::task::spawn_blocking(move || unmounter.unmount()).await {
+            tracing::error!(%err, "unmount failed");
+        }
+    });
+    tracing::info!(
+        bucket = %options.bucket,
+        prefix = %options.prefix.as_str(),
+        mountpoint = %options.mountpoint.display(),
+        "mounted"
+    );
+    ready(Ok(()));
+    let served = session.run();
+    tracing::info!("unmounted; uploading what is pending");
+    let _ = shutdown_tx.send(true);
+    let _ = runtime.block_on(uploads);
+    drop(fs);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served.context("FUSE session failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_parsed() {
+        let (bucket, prefix) = parse_source("my-bucket:photos/2024").unwrap();
+        assert_eq!(bucket, "my-bucket");
+        assert_eq!(prefix.as_str(), "photos/2024/");
+        let (bucket, prefix) = parse_source("data.bucket").unwrap();
+        assert_eq!((bucket.as_str(), prefix.as_str()), ("data.bucket", ""));
+        assert!(parse_source("UPPER").is_err());
+        assert!(parse_source("ab").is_err());
+        assert!(parse_source("bucket:a/../b").is_err());
+    }
+}

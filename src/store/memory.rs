@@ -1,0 +1,285 @@
+//! An in-memory `ObjectStore` with fault injection, for unit tests of the core and sync.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+
+use super::{
+    CompletedPart, Listing, Metadata, ObjectInfo, ObjectStore, ObjectSummary, StoreError,
+    StoreResult, StoreStats,
+};
+
+#[derive(Debug, Clone)]
+struct StoredObject {
+    body: Bytes,
+    etag: String,
+    last_modified: SystemTime,
+    metadata: Metadata,
+}
+
+/// A multipart upload in progress: its metadata and the parts received.
+type PendingUpload = (Metadata, BTreeMap<u32, Bytes>);
+
+#[derive(Default)]
+pub struct MemoryStore {
+    objects: Mutex<BTreeMap<String, StoredObject>>,
+    uploads: Mutex<HashMap<String, PendingUpload>>,
+    next_id: AtomicU64,
+    /// The next this-many requests fail with a transient error.
+    failures_left: AtomicU32,
+    stats: StoreStats,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// Makes the next `n` requests fail as a network outage would.
+    pub fn fail_next(&self, n: u32) {
+        self.failures_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Puts an object directly, as another client would.
+    pub fn insert(&self, key: &str, body: &[u8], metadata: Metadata) {
+        let etag = self.new_etag();
+        self.objects.lock().insert(
+            key.to_string(),
+            StoredObject {
+                body: Bytes::copy_from_slice(body),
+                etag,
+                last_modified: SystemTime::now(),
+                metadata,
+            },
+        );
+    }
+
+    pub fn body(&self, key: &str) -> Option<Bytes> {
+        self.objects.lock().get(key).map(|o| o.body.clone())
+    }
+
+    pub fn metadata(&self, key: &str) -> Option<Metadata> {
+        self.objects.lock().get(key).map(|o| o.metadata.clone())
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.objects.lock().keys().cloned().collect()
+    }
+
+    fn new_etag(&self) -> String {
+        format!("\"{:032x}\"", self.next_id.fetch_add(1, Ordering::SeqCst))
+    }
+
+    fn injected_fault(&self) -> StoreResult<()> {
+        let left = self.failures_left.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures_left.store(left - 1, Ordering::SeqCst);
+            return Err(StoreError::Transient("injected fault".into()));
+        }
+        Ok(())
+    }
+
+    fn store(&self, key: &str, body: Bytes, metadata: &Metadata) -> String {
+        let etag = self.new_etag();
+        StoreStats::count(&self.stats.bytes_uploaded, body.len() as u64);
+        self.objects.lock().insert(
+            key.to_string(),
+            StoredObject {
+                body,
+                etag: etag.clone(),
+                last_modified: SystemTime::now(),
+                metadata: metadata.clone(),
+            },
+        );
+        etag
+    }
+
+    fn lookup(&self, key: &str) -> StoreResult<StoredObject> {
+        self.objects
+            .lock()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(key.to_string()))
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryStore {
+    async fn list(&self, prefix: &str, delimiter: Option<&str>) -> StoreResult<Listing> {
+        StoreStats::count(&self.stats.lists, 1);
+        self.injected_fault()?;
+        let objects = self.objects.lock();
+        let mut listing = Listing::default();
+        for (key, object) in objects.range(prefix.to_string()..) {
+            let Some(rest) = key.strip_prefix(prefix) else {
+                break;
+            };
+            if let Some(cut) = delimiter.and_then(|d| rest.find(d).map(|i| i + d.len())) {
+                let common = format!("{prefix}{}", &rest[..cut]);
+                if listing.prefixes.last() != Some(&common) {
+                    listing.prefixes.push(common);
+                }
+                continue;
+            }
+            listing.objects.push(ObjectSummary {
+                key: key.clone(),
+                size: object.body.len() as u64,
+                etag: object.etag.clone(),
+                last_modified: object.last_modified,
+            });
+        }
+        Ok(listing)
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
+        StoreStats::count(&self.stats.heads, 1);
+        self.injected_fault()?;
+        let object = self.lookup(key)?;
+        Ok(ObjectInfo {
+            size: object.body.len() as u64,
+            etag: object.etag,
+            last_modified: object.last_modified,
+            metadata: object.metadata,
+        })
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+        StoreStats::count(&self.stats.gets, 1);
+        self.injected_fault()?;
+        let body = self.lookup(key)?.body;
+        let end = (range.end as usize).min(body.len());
+        let start = (range.start as usize).min(end);
+        StoreStats::count(&self.stats.bytes_fetched, (end - start) as u64);
+        Ok(body.slice(start..end))
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Bytes> {
+        self.get_range(key, 0..u64::MAX).await
+    }
+
+    async fn put(&self, key: &str, body: Bytes, metadata: &Metadata) -> StoreResult<String> {
+        StoreStats::count(&self.stats.puts, 1);
+        self.injected_fault()?;
+        Ok(self.store(key, body, metadata))
+    }
+
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        len: u64,
+        metadata: &Metadata,
+    ) -> StoreResult<String> {
+        StoreStats::count(&self.stats.puts, 1);
+        self.injected_fault()?;
+        let mut body = std::fs::read(path)?;
+        body.truncate(len as usize);
+        Ok(self.store(key, Bytes::from(body), metadata))
+    }
+
+    async fn create_multipart(&self, key: &str, metadata: &Metadata) -> StoreResult<String> {
+        StoreStats::count(&self.stats.puts, 1);
+        self.injected_fault()?;
+        let id = format!("{key}#{}", self.next_id.fetch_add(1, Ordering::SeqCst));
+        self.uploads
+            .lock()
+            .insert(id.clone(), (metadata.clone(), BTreeMap::new()));
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        _key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> StoreResult<CompletedPart> {
+        StoreStats::count(&self.stats.parts, 1);
+        self.injected_fault()?;
+        StoreStats::count(&self.stats.bytes_uploaded, body.len() as u64);
+        let mut uploads = self.uploads.lock();
+        let upload = uploads
+            .get_mut(upload_id)
+            .ok_or_else(|| StoreError::Other("NoSuchUpload".into()))?;
+        upload.1.insert(number, body);
+        Ok(CompletedPart {
+            number,
+            etag: format!("part-{number}"),
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> StoreResult<String> {
+        self.injected_fault()?;
+        let (metadata, bodies) = self
+            .uploads
+            .lock()
+            .remove(upload_id)
+            .ok_or_else(|| StoreError::Other("NoSuchUpload".into()))?;
+        let mut whole = BytesMut::new();
+        for part in &parts {
+            let body = bodies
+                .get(&part.number)
+                .ok_or_else(|| StoreError::Other(format!("InvalidPart {}", part.number)))?;
+            whole.extend_from_slice(body);
+        }
+        let etag = self.new_etag();
+        self.objects.lock().insert(
+            key.to_string(),
+            StoredObject {
+                body: whole.freeze(),
+                etag: etag.clone(),
+                last_modified: SystemTime::now(),
+                metadata,
+            },
+        );
+        Ok(etag)
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> StoreResult<()> {
+        self.uploads.lock().remove(upload_id);
+        Ok(())
+    }
+
+    async fn copy(&self, from: &str, to: &str, metadata: Option<&Metadata>) -> StoreResult<String> {
+        StoreStats::count(&self.stats.copies, 1);
+        self.injected_fault()?;
+        let source = self.lookup(from)?;
+        let etag = self.new_etag();
+        self.objects.lock().insert(
+            to.to_string(),
+            StoredObject {
+                body: source.body,
+                etag: etag.clone(),
+                last_modified: SystemTime::now(),
+                metadata: metadata.cloned().unwrap_or(source.metadata),
+            },
+        );
+        Ok(etag)
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        StoreStats::count(&self.stats.deletes, 1);
+        self.injected_fault()?;
+        self.objects.lock().remove(key);
+        Ok(())
+    }
+
+    async fn check_access(&self) -> StoreResult<()> {
+        self.injected_fault()
+    }
+
+    fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+}

@@ -1,0 +1,128 @@
+//! The `ObjectStore` trait: everything the filesystem asks of a bucket.
+//!
+//! `s3.rs` is the only file that knows aws-sdk-s3; `memory.rs` is an in-memory
+//! store with fault injection for unit tests.
+
+pub mod memory;
+pub mod s3;
+mod stats;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use stats::{StoreStats, StoreStatsSnapshot};
+
+/// User metadata of an object, without the `x-amz-meta-` prefix, keys lower case.
+pub type Metadata = HashMap<String, String>;
+
+/// One object as a listing shows it: no user metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectSummary {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified: SystemTime,
+}
+
+/// One page-independent listing result under a prefix.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub objects: Vec<ObjectSummary>,
+    /// Common prefixes (each ends with the delimiter) when listed with one.
+    pub prefixes: Vec<String>,
+}
+
+/// What a HEAD (or the first part of a GET) tells about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub etag: String,
+    pub last_modified: SystemTime,
+    pub metadata: Metadata,
+}
+
+/// Errors a store reports; the sync layer decides what is retryable.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object not found: {0}")]
+    NotFound(String),
+    #[error("bucket not found: {0}")]
+    NoSuchBucket(String),
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("request timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("local I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// Network failures, 5xx, throttling: worth retrying.
+    #[error("transient: {0}")]
+    Transient(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Transient(_) | StoreError::Timeout(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A part of a multipart upload that the store accepted.
+#[derive(Debug, Clone)]
+pub struct CompletedPart {
+    pub number: u32,
+    pub etag: String,
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Lists every key under `prefix`; with `delimiter` groups deeper keys into prefixes.
+    /// Follows continuation tokens until the listing is complete.
+    async fn list(&self, prefix: &str, delimiter: Option<&str>) -> StoreResult<Listing>;
+    async fn head(&self, key: &str) -> StoreResult<ObjectInfo>;
+    /// Reads `range` of an object (clamped by the store to the object's end).
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes>;
+    /// Reads a whole (small) object.
+    async fn get(&self, key: &str) -> StoreResult<Bytes>;
+    /// Stores `body` at `key`; returns the new ETag.
+    async fn put(&self, key: &str, body: Bytes, metadata: &Metadata) -> StoreResult<String>;
+    /// Stores `len` bytes of the local file at `path` from `offset`; returns the new ETag.
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        len: u64,
+        metadata: &Metadata,
+    ) -> StoreResult<String>;
+    async fn create_multipart(&self, key: &str, metadata: &Metadata) -> StoreResult<String>;
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> StoreResult<CompletedPart>;
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> StoreResult<String>;
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()>;
+    /// Server-side copy; `metadata` replaces the source's when given.
+    async fn copy(&self, from: &str, to: &str, metadata: Option<&Metadata>) -> StoreResult<String>;
+    /// Deletes `key`; deleting a missing key is not an error.
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// Checks that the bucket exists and the credentials are accepted.
+    async fn check_access(&self) -> StoreResult<()>;
+    fn stats(&self) -> &StoreStats;
+}

@@ -1,0 +1,467 @@
+//! `ObjectStore` on any S3 API through aws-sdk-s3; the only file that knows that SDK.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{
+    timeout::TimeoutConfig, BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
+    ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, MetadataDirective};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+
+use super::{
+    CompletedPart, Listing, Metadata, ObjectInfo, ObjectStore, ObjectSummary, StoreError,
+    StoreResult, StoreStats,
+};
+
+/// Where the bucket is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub path_style: bool,
+    /// Static credentials; `None` reads the standard AWS environment variables.
+    pub credentials: Option<(String, String)>,
+    /// How long one request attempt may take before it is abandoned.
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    stats: StoreStats,
+}
+
+/// AWS accepts the SDK's default integrity checksums; Ceph RGW (Linode) and others reject them.
+fn is_aws_endpoint(endpoint: &str) -> bool {
+    endpoint.contains(".amazonaws.com")
+}
+
+impl S3Store {
+    pub fn new(config: &S3Config) -> Result<S3Store, StoreError> {
+        let credentials = match &config.credentials {
+            Some((key, secret)) => Credentials::new(key, secret, None, None, "s3syncfs-static"),
+            None => credentials_from_env()?,
+        };
+        let checksums_when_required = !is_aws_endpoint(&config.endpoint);
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(config.connect_timeout)
+            .operation_attempt_timeout(config.request_timeout)
+            .operation_timeout(config.request_timeout * 3)
+            .build();
+        let mut builder = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&config.endpoint)
+            .region(Region::new(config.region.clone()))
+            .force_path_style(config.path_style)
+            .credentials_provider(credentials)
+            .timeout_config(timeouts)
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3));
+        if checksums_when_required {
+            builder = builder
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        }
+        Ok(S3Store {
+            client: Client::from_conf(builder.build()),
+            bucket: config.bucket.clone(),
+            stats: StoreStats::default(),
+        })
+    }
+}
+
+fn credentials_from_env() -> Result<Credentials, StoreError> {
+    let key = std::env::var("AWS_ACCESS_KEY_ID").ok();
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").ok();
+    match (key, secret) {
+        (Some(key), Some(secret)) => {
+            let token = std::env::var("AWS_SESSION_TOKEN").ok();
+            Ok(Credentials::new(key, secret, token, None, "environment"))
+        }
+        _ => Err(StoreError::AccessDenied(
+            "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+        )),
+    }
+}
+
+/// Turns any SDK error into the store's error kinds, keeping the server's words.
+fn map_err<E>(err: SdkError<E, HttpResponse>, key: &str, bucket: &str) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    match &err {
+        SdkError::TimeoutError(_) => return StoreError::Transient("request timed out".into()),
+        SdkError::DispatchFailure(e) => {
+            return StoreError::Transient(format!("cannot reach endpoint: {e:?}"))
+        }
+        SdkError::ResponseError(_) => {
+            return StoreError::Transient("malformed or interrupted response".into())
+        }
+        _ => {}
+    }
+    let code = err.code().unwrap_or("").to_string();
+    let message = err.message().unwrap_or("").to_string();
+    match (code.as_str(), status) {
+        ("NoSuchBucket", _) => StoreError::NoSuchBucket(bucket.to_string()),
+        ("NoSuchKey" | "NotFound", _) | (_, Some(404)) => StoreError::NotFound(key.to_string()),
+        ("PreconditionFailed", _) | (_, Some(412)) => StoreError::PreconditionFailed,
+        ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch", _) | (_, Some(403)) => {
+            StoreError::AccessDenied(format!("{code} {message}").trim().to_string())
+        }
+        ("SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout", _) => {
+            StoreError::Transient(format!("{code} {message}"))
+        }
+        (_, Some(s)) if s >= 500 || s == 429 => StoreError::Transient(format!("HTTP {s} {code}")),
+        _ => StoreError::Other(format!("{code} {message} ({err:?})")),
+    }
+}
+
+fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> SystemTime {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn lower_keys(metadata: Option<&std::collections::HashMap<String, String>>) -> Metadata {
+    metadata
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn list(&self, prefix: &str, delimiter: Option<&str>) -> StoreResult<Listing> {
+        let mut listing = Listing::default();
+        let mut token: Option<String> = None;
+        loop {
+            StoreStats::count(&self.stats.lists, 1);
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_delimiter(delimiter.map(str::to_string))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| map_err(e, prefix, &self.bucket))?;
+            for object in page.contents() {
+                listing.objects.push(ObjectSummary {
+                    key: object.key().unwrap_or_default().to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    etag: object.e_tag().unwrap_or_default().to_string(),
+                    last_modified: to_system_time(object.last_modified()),
+                });
+            }
+            for common in page.common_prefixes() {
+                if let Some(p) = common.prefix() {
+                    listing.prefixes.push(p.to_string());
+                }
+            }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => return Ok(listing),
+            }
+        }
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
+        StoreStats::count(&self.stats.heads, 1);
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| map_err(e, key, &self.bucket))?;
+        Ok(ObjectInfo {
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: out.e_tag().unwrap_or_default().to_string(),
+            last_modified: to_system_time(out.last_modified()),
+            metadata: lower_keys(out.metadata()),
+        })
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        StoreStats::count(&self.stats.gets, 1);
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+            .map_err(|e| map_err(e, key, &self.bucket))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Transient(format!("reading body of {key}: {e}")))?
+            .into_bytes();
+        StoreStats::count(&self.stats.bytes_fetched, body.len() as u64);
+        Ok(body)
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Bytes> {
+        StoreStats::count(&self.stats.gets, 1);
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| map_err(e, key, &self.bucket))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Transient(format!("reading body of {key}: {e}")))?
+            .into_bytes();
+        StoreStats::count(&self.stats.bytes_fetched, body.len() as u64);
+        Ok(body)
+    }
+
+    async fn put(&self, key: &str, body: Bytes, metadata: &Metadata) -> StoreResult<String> {
+        StoreStats::count(&self.stats.puts, 1);
+        let len = body.len() as u64;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_metadata(Some(metadata.clone()))
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| map_err(e, key, &self.bucket))?;
+        StoreStats::count(&self.stats.bytes_uploaded, len);
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        len: u64,
+        metadata: &Metadata,
+    ) -> StoreResult<String> {
+        StoreStats::count(&self.stats.puts, 1);
+        let body = ByteStream::read_from()
+            .path(path)
+            .length(Length::Exact(len))
+            .build()
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(len as i64)
+            .set_metadata(Some(metadata.clone()))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| map_err(e, key, &self.bucket))?;
+        StoreStats::count(&self.stats.bytes_uploaded, len);
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn create_multipart(&self, key: &str, metadata: &Metadata) -> StoreResult<String> {
+        StoreStats::count(&self.stats.puts, 1);
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_metadata(Some(metadata.clone()))
+            .send()
+            .await
+            .map_err(|e| map_err(e, key, &self.bucket))?;
+        out.upload_id()
+            .map(str::to_string)
+            .ok_or_else(|| StoreError::Other("CreateMultipartUpload returned no upload id".into()))
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+    ) -> StoreResult<CompletedPart> {
+        StoreStats::count(&self.stats.parts, 1);
+        let len = body.len() as u64;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number as i32)
+            .content_length(len as i64)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| map_err(e, key, &self.bucket))?;
+        StoreStats::count(&self.stats.bytes_uploaded, len);
+        Ok(CompletedPart {
+            number,
+            etag: out.e_tag().unwrap_or_default().to_string(),
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> StoreResult<String> {
+        let parts = parts
+            .into_iter()
+            .map(|p| {
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(p.number as i32)
+                    .e_tag(p.etag)
+                    .build()
+            })
+            .collect();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| map_err(e, key, &self.bucket))?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| map_err(e, key, &self.bucket))?;
+        Ok(())
+    }
+
+    async fn copy(&self, from: &str, to: &str, metadata: Option<&Metadata>) -> StoreResult<String> {
+        StoreStats::count(&self.stats.copies, 1);
+        let source = format!("{}/{}", self.bucket, encode_copy_source(from));
+        let mut request = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to)
+            .copy_source(source);
+        if let Some(metadata) = metadata {
+            request = request
+                .metadata_directive(MetadataDirective::Replace)
+                .set_metadata(Some(metadata.clone()));
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| map_err(e, from, &self.bucket))?;
+        Ok(out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        StoreStats::count(&self.stats.deletes, 1);
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match map_err(e, key, &self.bucket) {
+                StoreError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn check_access(&self) -> StoreResult<()> {
+        StoreStats::count(&self.stats.lists, 1);
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| map_err(e, "", &self.bucket))?;
+        Ok(())
+    }
+
+    fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+}
+
+/// The copy source is a URL path: keys with spaces, `%`, `+` or non-ASCII must be escaped.
+fn encode_copy_source(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_escapes_reserved_bytes() {
+        assert_eq!(encode_copy_source("a b/c+d%é"), "a%20b/c%2Bd%25%C3%A9");
+        assert_eq!(encode_copy_source("plain/key.txt"), "plain/key.txt");
+    }
+
+    #[test]
+    fn aws_endpoints_are_recognised() {
+        assert!(is_aws_endpoint("https://s3.us-east-1.amazonaws.com"));
+        assert!(!is_aws_endpoint("https://us-iad-10.linodeobjects.com"));
+        assert!(!is_aws_endpoint("http://127.0.0.1:9000"));
+    }
+}

@@ -1,0 +1,200 @@
+//! The uploader: asks the core for jobs, runs a bounded number at once, retries
+//! failures with capped exponential backoff, and drains the queue at shutdown.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::fs::plan::{Busy, Job, JobId};
+use crate::fs::Fs;
+
+#[derive(Debug, Clone)]
+pub struct UploaderConfig {
+    /// A changed file is uploaded once it is closed and unchanged this long.
+    pub debounce: Duration,
+    /// Jobs (files) transferred at once.
+    pub parallel: usize,
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+    /// Parts of one multipart upload in flight at once.
+    pub parts_in_flight: usize,
+    /// Upper bound of the retry backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for UploaderConfig {
+    fn default() -> Self {
+        UploaderConfig {
+            debounce: Duration::from_millis(500),
+            parallel: 8,
+            multipart_threshold: 16 << 20,
+            part_size: 8 << 20,
+            parts_in_flight: 4,
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Jobs in flight and jobs waiting out a backoff.
+#[derive(Default)]
+struct Tracker {
+    ids: HashSet<JobId>,
+    keys: HashSet<String>,
+    backoff: HashMap<JobId, (u32, Instant)>,
+}
+
+impl Busy for Tracker {
+    fn is_busy(&self, id: &JobId, key: &str) -> bool {
+        self.ids.contains(id)
+            || self.keys.contains(key)
+            || self
+                .backoff
+                .get(id)
+                .is_some_and(|(_, until)| Instant::now() < *until)
+    }
+}
+
+pub struct Uploader {
+    fs: Arc<Fs>,
+    config: UploaderConfig,
+}
+
+impl Uploader {
+    pub fn new(fs: Arc<Fs>, config: UploaderConfig) -> Uploader {
+        Uploader { fs, config }
+    }
+
+    /// Runs until `shutdown` turns true, then tries to drain for at most `drain_for`.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain_for: Duration) {
+        let mut tracker = Tracker::default();
+        let mut in_flight = JoinSet::new();
+        let wake = self.fs.wake.clone();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            self.start_jobs(&mut tracker, &mut in_flight, false);
+            tokio::select! {
+                Some(joined) = in_flight.join_next() => self.settle(&mut tracker, joined),
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        self.drain(&mut tracker, &mut in_flight, drain_for).await;
+    }
+
+    /// Uploads everything pending, without debounce, until done or `limit` passes.
+    async fn drain(
+        &self,
+        tracker: &mut Tracker,
+        in_flight: &mut JoinSet<(Job, Result<String, String>)>,
+        limit: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            self.start_jobs(tracker, in_flight, true);
+            if in_flight.is_empty() && self.fs.pending() == (0, 0) {
+                tracing::info!("all changes are in the bucket");
+                return;
+            }
+            tokio::select! {
+                Some(joined) = in_flight.join_next() => self.settle(tracker, joined),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    let (files, deletes) = self.fs.pending();
+                    tracing::warn!(files, deletes, "unmounting with changes not yet in the bucket");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn start_jobs(
+        &self,
+        tracker: &mut Tracker,
+        in_flight: &mut JoinSet<(Job, Result<String, String>)>,
+        everything: bool,
+    ) {
+        let free = self.config.parallel.saturating_sub(in_flight.len());
+        if free == 0 {
+            return;
+        }
+        for job in self
+            .fs
+            .plan(self.config.debounce, everything, tracker)
+            .into_iter()
+            .take(free)
+        {
+            if tracker.ids.contains(&job.id) {
+                continue; // planned twice in one round (a materialize and its writer)
+            }
+            tracker.ids.insert(job.id.clone());
+            tracker.keys.extend(job.keys());
+            let (fs, config) = (self.fs.clone(), self.config.clone());
+            in_flight.spawn(async move {
+                let result = super::transfer::run_job(fs, &job, &config)
+                    .await
+                    .map_err(|e| e.to_string());
+                (job, result)
+            });
+        }
+    }
+
+    fn settle(
+        &self,
+        tracker: &mut Tracker,
+        joined: Result<(Job, Result<String, String>), tokio::task::JoinError>,
+    ) {
+        let (job, result) = match joined {
+            Ok(done) => done,
+            Err(err) => {
+                tracing::error!(%err, "upload task failed");
+                return;
+            }
+        };
+        tracker.ids.remove(&job.id);
+        for key in job.keys() {
+            tracker.keys.remove(&key);
+        }
+        match result {
+            Ok(etag) => {
+                tracker.backoff.remove(&job.id);
+                tracing::debug!(key = %job.key, "synced");
+                self.fs.finish(&job, etag);
+            }
+            Err(err) => {
+                let attempts = tracker.backoff.get(&job.id).map_or(0, |(n, _)| *n) + 1;
+                let delay = backoff(attempts, self.config.max_backoff);
+                tracing::warn!(key = %job.key, attempts, retry_in = ?delay, "upload failed: {err}");
+                tracker
+                    .backoff
+                    .insert(job.id.clone(), (attempts, Instant::now() + delay));
+            }
+        }
+        self.fs.wake.notify_one();
+    }
+}
+
+/// 1 s, 2 s, 4 s ... capped.
+fn backoff(attempts: u32, cap: Duration) -> Duration {
+    let secs = 1u64 << attempts.saturating_sub(1).min(16);
+    Duration::from_secs(secs).min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let cap = Duration::from_secs(60);
+        assert_eq!(backoff(1, cap), Duration::from_secs(1));
+        assert_eq!(backoff(2, cap), Duration::from_secs(2));
+        assert_eq!(backoff(5, cap), Duration::from_secs(16));
+        assert_eq!(backoff(30, cap), cap);
+    }
+}
