@@ -117,7 +117,11 @@ impl Fs {
         T: Send,
     {
         let timeout = self.config.request_timeout;
-        match self.runtime.block_on(tokio::time::timeout(timeout, fut)) {
+        // The timer must be created inside the runtime, hence the async block.
+        match self
+            .runtime
+            .block_on(async move { tokio::time::timeout(timeout, fut).await })
+        {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(StoreError::NotFound(_))) => Err(FsError::NotFound),
             Ok(Err(err)) => {
@@ -187,3 +191,6 @@ fn check_name(name: &str) -> FsResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -87,27 +87,34 @@ impl Uploader {
         self.drain(&mut tracker, &mut in_flight, drain_for).await;
     }
 
+    /// Uploads everything pending now, without debounce; false if `limit` passed first.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let mut in_flight = JoinSet::new();
+        self.drain(&mut Tracker::default(), &mut in_flight, limit)
+            .await
+    }
+
     /// Uploads everything pending, without debounce, until done or `limit` passes.
     async fn drain(
         &self,
         tracker: &mut Tracker,
         in_flight: &mut JoinSet<(Job, Result<String, String>)>,
         limit: Duration,
-    ) {
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             self.start_jobs(tracker, in_flight, true);
             if in_flight.is_empty() && self.fs.pending() == (0, 0) {
                 tracing::info!("all changes are in the bucket");
-                return;
+                return true;
             }
             tokio::select! {
                 Some(joined) = in_flight.join_next() => self.settle(tracker, joined),
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     let (files, deletes) = self.fs.pending();
-                    tracing::warn!(files, deletes, "unmounting with changes not yet in the bucket");
-                    return;
+                    tracing::warn!(files, deletes, "changes not yet in the bucket");
+                    return false;
                 }
             }
         }

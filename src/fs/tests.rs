@@ -1,0 +1,298 @@
+//! Unit tests of the core and its sync planning against the in-memory store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::Cache;
+use crate::mapping::{DefaultAttrs, KeyPrefix, S_IFDIR, S_IFLNK, S_IFREG};
+use crate::store::memory::MemoryStore;
+use crate::store::{Metadata, ObjectStore};
+use crate::sync::{Uploader, UploaderConfig};
+
+use super::{Caller, Fs, FsConfig, FsError, RenameMode, SetAttr, ROOT};
+
+struct Harness {
+    runtime: tokio::runtime::Runtime,
+    store: Arc<MemoryStore>,
+    fs: Arc<Fs>,
+    _dir: tempfile::TempDir,
+}
+
+const ME: Caller = Caller {
+    uid: 1000,
+    gid: 1000,
+};
+
+fn harness_with(prefix: &str, setup: impl FnOnce(&MemoryStore)) -> Harness {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    setup(&store);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let fs = Fs::new(
+        store.clone() as Arc<dyn ObjectStore>,
+        runtime.handle().clone(),
+        cache,
+        FsConfig {
+            prefix: KeyPrefix::new(prefix).unwrap(),
+            defaults: DefaultAttrs::default(),
+            request_timeout: Duration::from_secs(5),
+            metadata_fill: 0,
+        },
+    );
+    Harness {
+        runtime,
+        store,
+        fs,
+        _dir: dir,
+    }
+}
+
+fn harness() -> Harness {
+    harness_with("", |_| {})
+}
+
+impl Harness {
+    /// Uploads everything pending, as unmount does.
+    fn flush(&self) {
+        let uploader = Uploader::new(self.fs.clone(), UploaderConfig::default());
+        let done = self
+            .runtime
+            .block_on(uploader.flush(Duration::from_secs(20)));
+        assert!(done, "flush did not finish");
+        assert_eq!(self.fs.pending(), (0, 0));
+    }
+
+    fn write_file(&self, parent: u64, name: &str, body: &[u8]) -> u64 {
+        let (attr, fh) = self.fs.create(parent, name, 0o644, ME).unwrap();
+        self.fs.write(attr.ino, 0, body).unwrap();
+        self.fs.release(fh);
+        attr.ino
+    }
+
+    fn read_all(&self, parent: u64, name: &str) -> Vec<u8> {
+        let attr = self.fs.lookup(parent, name).unwrap();
+        let fh = self.fs.open(attr.ino, false, false).unwrap();
+        let data = self.fs.read(attr.ino, 0, attr.size as u32 + 10).unwrap();
+        self.fs.release(fh);
+        data
+    }
+}
+
+#[test]
+fn created_file_is_uploaded_with_metadata() {
+    let h = harness_with("pre", |_| {});
+    h.write_file(ROOT, "a.txt", b"hello");
+    h.flush();
+    assert_eq!(h.store.body("pre/a.txt").unwrap().as_ref(), b"hello");
+    let meta = h.store.metadata("pre/a.txt").unwrap();
+    assert_eq!(meta["mode"], (S_IFREG | 0o644).to_string());
+    assert_eq!(meta["uid"], "1000");
+}
+
+#[test]
+fn listed_files_show_without_head_and_read_only_what_is_asked() {
+    let body: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let h = harness_with("", |s| s.insert("big.bin", &body, Metadata::new()));
+    let attr = h.fs.lookup(ROOT, "big.bin").unwrap();
+    assert_eq!(attr.size, body.len() as u64);
+    assert_eq!(h.store.stats().snapshot().heads, 0);
+    let data = h.fs.read(attr.ino, 10 << 20, 4096).unwrap();
+    assert_eq!(data, &body[10 << 20..(10 << 20) + 4096]);
+    let fetched = h.store.stats().snapshot().bytes_fetched;
+    assert!(
+        fetched <= 2 << 20,
+        "fetched {fetched} bytes for a 4 KiB read"
+    );
+}
+
+#[test]
+fn rename_is_a_server_side_copy() {
+    let h = harness_with("", |s| s.insert("old", b"data", Metadata::new()));
+    h.fs.rename(ROOT, "old", ROOT, "new", RenameMode::Replace)
+        .unwrap();
+    h.flush();
+    assert_eq!(h.store.keys(), vec!["new".to_string()]);
+    assert_eq!(h.store.body("new").unwrap().as_ref(), b"data");
+    let stats = h.store.stats().snapshot();
+    assert_eq!((stats.copies, stats.bytes_fetched, stats.puts), (1, 0, 0));
+}
+
+#[test]
+fn rename_noreplace_refuses_an_existing_target() {
+    let h = harness();
+    h.write_file(ROOT, "a", b"1");
+    h.write_file(ROOT, "b", b"2");
+    let err =
+        h.fs.rename(ROOT, "a", ROOT, "b", RenameMode::NoReplace)
+            .unwrap_err();
+    assert_eq!(err, FsError::Exists);
+}
+
+#[test]
+fn swapping_two_remote_files_keeps_both_contents() {
+    let h = harness_with("", |s| {
+        s.insert("a", b"content of a", Metadata::new());
+        s.insert("b", b"content of b", Metadata::new());
+    });
+    h.fs.rename(ROOT, "a", ROOT, "tmp", RenameMode::Replace)
+        .unwrap();
+    h.fs.rename(ROOT, "b", ROOT, "a", RenameMode::Replace)
+        .unwrap();
+    h.fs.rename(ROOT, "tmp", ROOT, "b", RenameMode::Replace)
+        .unwrap();
+    h.flush();
+    assert_eq!(h.store.keys(), vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(h.store.body("a").unwrap().as_ref(), b"content of b");
+    assert_eq!(h.store.body("b").unwrap().as_ref(), b"content of a");
+}
+
+#[test]
+fn unlink_then_recreate_keeps_the_new_file() {
+    let h = harness_with("", |s| s.insert("f", b"old", Metadata::new()));
+    h.fs.lookup(ROOT, "f").unwrap();
+    h.fs.unlink(ROOT, "f").unwrap();
+    h.write_file(ROOT, "f", b"new");
+    h.flush();
+    assert_eq!(h.store.body("f").unwrap().as_ref(), b"new");
+}
+
+#[test]
+fn directories_have_markers_and_rmdir_needs_empty() {
+    let h = harness();
+    let dir = h.fs.mkdir(ROOT, "d", 0o750, ME).unwrap();
+    h.write_file(dir.ino, "f", b"x");
+    h.flush();
+    let meta = h.store.metadata("d/").unwrap();
+    assert_eq!(meta["mode"], (S_IFDIR | 0o750).to_string());
+    assert_eq!(h.fs.rmdir(ROOT, "d").unwrap_err(), FsError::NotEmpty);
+    h.fs.unlink(dir.ino, "f").unwrap();
+    h.fs.rmdir(ROOT, "d").unwrap();
+    h.flush();
+    assert!(h.store.keys().is_empty(), "left: {:?}", h.store.keys());
+}
+
+#[test]
+fn renaming_a_directory_moves_every_key_below_it() {
+    let h = harness_with("", |s| {
+        s.insert("src/", b"", Metadata::new());
+        s.insert("src/a", b"A", Metadata::new());
+        s.insert("src/sub/b", b"B", Metadata::new());
+    });
+    h.fs.rename(ROOT, "src", ROOT, "dst", RenameMode::Replace)
+        .unwrap();
+    h.flush();
+    let keys = h.store.keys();
+    assert_eq!(keys, vec!["dst/", "dst/a", "dst/sub/", "dst/sub/b"]);
+    assert_eq!(h.store.body("dst/sub/b").unwrap().as_ref(), b"B");
+}
+
+#[test]
+fn overwriting_the_middle_of_an_uncached_object_keeps_the_rest() {
+    let h = harness_with("", |s| s.insert("f", b"0123456789", Metadata::new()));
+    let attr = h.fs.lookup(ROOT, "f").unwrap();
+    let fh = h.fs.open(attr.ino, true, false).unwrap();
+    h.fs.write(attr.ino, 4, b"ab").unwrap();
+    h.fs.release(fh);
+    h.flush();
+    assert_eq!(h.store.body("f").unwrap().as_ref(), b"0123ab6789");
+}
+
+#[test]
+fn truncate_then_extend_reads_zeros_not_old_data() {
+    let h = harness_with("", |s| s.insert("f", b"abcdefgh", Metadata::new()));
+    let attr = h.fs.lookup(ROOT, "f").unwrap();
+    h.fs.setattr(
+        attr.ino,
+        SetAttr {
+            size: Some(2),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    h.fs.setattr(
+        attr.ino,
+        SetAttr {
+            size: Some(6),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(h.read_all(ROOT, "f"), b"ab\0\0\0\0");
+    h.flush();
+    assert_eq!(h.store.body("f").unwrap().as_ref(), b"ab\0\0\0\0");
+}
+
+#[test]
+fn chmod_alone_copies_metadata_without_reupload() {
+    let h = harness_with("", |s| s.insert("f", b"body", Metadata::new()));
+    let attr = h.fs.lookup(ROOT, "f").unwrap();
+    h.fs.setattr(
+        attr.ino,
+        SetAttr {
+            mode: Some(0o600),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    h.flush();
+    assert_eq!(
+        h.store.metadata("f").unwrap()["mode"],
+        (S_IFREG | 0o600).to_string()
+    );
+    let stats = h.store.stats().snapshot();
+    assert_eq!((stats.copies, stats.puts), (1, 0));
+}
+
+#[test]
+fn symlinks_are_stored_as_s3fs_does() {
+    let h = harness();
+    h.fs.symlink(ROOT, "link", "target/file", ME).unwrap();
+    h.flush();
+    assert_eq!(h.store.body("link").unwrap().as_ref(), b"target/file");
+    assert_eq!(
+        h.store.metadata("link").unwrap()["mode"],
+        (S_IFLNK | 0o777).to_string()
+    );
+}
+
+#[test]
+fn failed_uploads_are_retried() {
+    let h = harness();
+    h.write_file(ROOT, "f", b"survives");
+    h.store.fail_next(1);
+    h.flush();
+    assert_eq!(h.store.body("f").unwrap().as_ref(), b"survives");
+}
+
+#[test]
+fn unusable_keys_are_skipped() {
+    let h = harness_with("", |s| {
+        s.insert("ok", b"1", Metadata::new());
+        s.insert("bad//name", b"2", Metadata::new());
+        s.insert("../escape", b"3", Metadata::new());
+        s.insert("clash", b"4", Metadata::new());
+        s.insert("clash/inner", b"5", Metadata::new());
+    });
+    let names: Vec<String> =
+        h.fs.readdir(ROOT)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+    assert_eq!(names, vec![".", "..", "bad", "clash", "ok"]);
+    let clash = h.fs.lookup(ROOT, "clash").unwrap();
+    assert_eq!(clash.kind, super::NodeKind::Dir);
+    let bad = h.fs.lookup(ROOT, "bad").unwrap();
+    let inside: Vec<String> =
+        h.fs.readdir(bad.ino)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+    assert_eq!(inside, vec![".", ".."]);
+}
