@@ -1,0 +1,8 @@
+//! Integration tests: the real binary mounted with FUSE against an S3 API server on
+//! 127.0.0.1, checked both through the mount and directly in the bucket.
+
+mod cli;
+mod dirs;
+mod files;
+mod remote;
+mod support;

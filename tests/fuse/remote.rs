@@ -1,0 +1,150 @@
+//! What other clients put in the bucket, seen through the mount; listing and ranged
+//! reads measured in requests and bytes; the tree surviving unmount and mount.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::support::{pattern, wait_until, Env, BUCKET};
+
+#[test]
+fn objects_from_another_client_appear_with_their_directories() {
+    let env = Env::new();
+    env.put("top.txt", b"top", &[]);
+    env.put("photos/2024/a.jpg", b"jpeg", &[]);
+    env.put("marker-only/", b"", &[]);
+    env.put(
+        "s3fs.txt",
+        b"s",
+        &[
+            ("mode", "33184"),
+            ("uid", "42"),
+            ("gid", "43"),
+            ("mtime", "1500000000"),
+        ],
+    );
+    let mnt = env.mount_with(BUCKET, &["--metadata-fill", "0"]);
+    let mut names: Vec<String> = fs::read_dir(&mnt.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["marker-only", "photos", "s3fs.txt", "top.txt"]);
+    assert!(fs::metadata(mnt.p("photos/2024")).unwrap().is_dir());
+    assert!(fs::metadata(mnt.p("marker-only")).unwrap().is_dir());
+    assert_eq!(fs::read(mnt.p("photos/2024/a.jpg")).unwrap(), b"jpeg");
+    // Opening an object learns its metadata with one HEAD.
+    assert_eq!(fs::read(mnt.p("s3fs.txt")).unwrap(), b"s");
+    wait_until("s3fs attributes after open", || {
+        let m = fs::metadata(mnt.p("s3fs.txt")).unwrap();
+        m.mode() == 33184 && m.uid() == 42 && m.gid() == 43 && m.mtime() == 1_500_000_000
+    });
+    mnt.unmount();
+}
+
+#[test]
+fn listing_a_large_directory_costs_list_requests_only() {
+    let env = Env::new();
+    for i in 0..2500 {
+        env.put(&format!("many/file-{i:05}"), b"x", &[]);
+    }
+    let mnt = env.mount_with(BUCKET, &["--metadata-fill", "0"]);
+    let before = env.stats();
+    let mut count = 0;
+    for entry in fs::read_dir(mnt.p("many")).unwrap() {
+        let meta = fs::symlink_metadata(entry.unwrap().path()).unwrap(); // ls -l
+        assert_eq!(meta.len(), 1);
+        count += 1;
+    }
+    assert_eq!(count, 2500);
+    let after = env.stats();
+    assert_eq!(after.head - before.head, 0, "ls -l sent HEAD requests");
+    assert_eq!(after.get - before.get, 0, "ls -l sent GET requests");
+    let lists = after.list - before.list;
+    assert!(
+        (2..=4).contains(&lists),
+        "{lists} LIST requests for 2,500 keys"
+    );
+    mnt.unmount();
+}
+
+#[test]
+fn reading_a_little_of_a_big_object_fetches_a_little() {
+    let env = Env::new();
+    let size = 256usize << 20;
+    let data = pattern(size, 3);
+    env.put("huge.bin", &data, &[]);
+    let mnt = env.mount();
+    let before = env.stats();
+    let mut f = fs::File::open(mnt.p("huge.bin")).unwrap();
+    f.seek(SeekFrom::Start(128 << 20)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    f.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf[..], &data[128 << 20..(128 << 20) + 4096]);
+    let fetched = env.stats().get_bytes - before.get_bytes;
+    assert!(fetched <= 4 << 20, "fetched {fetched} bytes to read 4 KiB");
+    drop(f);
+    mnt.unmount();
+}
+
+#[test]
+fn the_tree_survives_unmount_and_mount() {
+    let env = Env::new();
+    let mnt = env.mount();
+    fs::create_dir_all(mnt.p("a/b/empty")).unwrap();
+    fs::write(mnt.p("a/b/file.txt"), b"content").unwrap();
+    fs::set_permissions(mnt.p("a/b/file.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(mnt.p("a/b/empty"), fs::Permissions::from_mode(0o711)).unwrap();
+    let when = UNIX_EPOCH + Duration::from_secs(1_234_567_890);
+    fs::File::options()
+        .write(true)
+        .open(mnt.p("a/b/file.txt"))
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    std::os::unix::fs::symlink("b/file.txt", mnt.p("a/link")).unwrap();
+    mnt.unmount();
+
+    let mnt = env.mount(); // a fresh cache dir: everything comes from the bucket
+    assert_eq!(fs::read(mnt.p("a/b/file.txt")).unwrap(), b"content");
+    assert!(fs::metadata(mnt.p("a/b/empty")).unwrap().is_dir());
+    wait_until("file mode and mtime from metadata", || {
+        let m = fs::metadata(mnt.p("a/b/file.txt")).unwrap();
+        m.mode() & 0o7777 == 0o600 && m.mtime() == 1_234_567_890
+    });
+    wait_until("directory mode from its marker", || {
+        fs::metadata(mnt.p("a/b/empty")).unwrap().mode() & 0o7777 == 0o711
+    });
+    wait_until("symlink from metadata", || {
+        fs::symlink_metadata(mnt.p("a/link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    });
+    assert_eq!(
+        fs::read_link(mnt.p("a/link")).unwrap().to_str(),
+        Some("b/file.txt")
+    );
+    assert_eq!(fs::read(mnt.p("a/link")).unwrap(), b"content");
+    mnt.unmount();
+}
+
+#[test]
+fn a_prefix_mount_sees_only_its_part_of_the_bucket() {
+    let env = Env::new();
+    env.put("outside.txt", b"o", &[]);
+    env.put("team/inside.txt", b"i", &[]);
+    let mnt = env.mount_with(&format!("{BUCKET}:team"), &[]);
+    let names: Vec<String> = fs::read_dir(&mnt.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["inside.txt"]);
+    fs::write(mnt.p("added.txt"), b"a").unwrap();
+    mnt.unmount();
+    assert_eq!(
+        env.keys(),
+        vec!["outside.txt", "team/added.txt", "team/inside.txt"]
+    );
+}

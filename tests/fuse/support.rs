@@ -1,0 +1,288 @@
+//! Test harness: an S3 API server on 127.0.0.1, a client playing "another client",
+//! and real FUSE mounts of the real binary that are always cleaned up.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use s3syncfs_testserver::{Backend, Server, StatsSnapshot};
+
+pub const BUCKET: &str = "test-bucket";
+const ACCESS_KEY: &str = "test-access-key";
+const SECRET_KEY: &str = "test-secret-key";
+
+pub struct Env {
+    pub rt: tokio::runtime::Runtime,
+    pub backend: Backend,
+    server: Option<Server>,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    pub endpoint: String,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("server-data");
+        std::fs::create_dir_all(&data).unwrap();
+        let backend = Backend::new(&data).unwrap();
+        backend.create_bucket(BUCKET);
+        let server = rt
+            .block_on(Server::start(
+                backend.clone(),
+                "127.0.0.1:0".parse().unwrap(),
+                ACCESS_KEY,
+                SECRET_KEY,
+            ))
+            .unwrap();
+        let endpoint = server.endpoint();
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .endpoint_url(&endpoint)
+            .region(Region::new("us-east-1"))
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build();
+        Env {
+            rt,
+            backend,
+            server: Some(server),
+            client: Client::from_conf(config),
+            dir,
+            endpoint,
+        }
+    }
+
+    /// Mounts the bucket (or `source` = `BUCKET:PREFIX`) with a fresh cache dir.
+    pub fn mount(&self) -> Mount {
+        self.mount_with(BUCKET, &[])
+    }
+
+    pub fn mount_with(&self, source: &str, extra: &[&str]) -> Mount {
+        let n = std::fs::read_dir(self.dir.path()).unwrap().count();
+        let mnt = self.dir.path().join(format!("mnt{n}"));
+        let cache = self.dir.path().join(format!("cache{n}"));
+        std::fs::create_dir_all(&mnt).unwrap();
+        let log = std::fs::File::create(self.dir.path().join(format!("log{n}.txt"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_s3syncfs"))
+            .args(["mount", source])
+            .arg(&mnt)
+            .args(["--endpoint", &self.endpoint, "--path-style", "--foreground"])
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(["--upload-delay-ms", "100", "--request-timeout", "10"])
+            .args(["--log-level", "info,s3syncfs=debug"])
+            .args(extra)
+            .envs(credentials_env())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start s3syncfs");
+        let mut mount = Mount {
+            child: Some(child),
+            path: mnt,
+            log: self.dir.path().join(format!("log{n}.txt")),
+        };
+        mount.wait_ready();
+        mount
+    }
+
+    pub fn put(&self, key: &str, body: &[u8], metadata: &[(&str, &str)]) {
+        let meta: HashMap<String, String> = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.rt
+            .block_on(
+                self.client
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(key)
+                    .set_metadata(Some(meta))
+                    .body(ByteStream::from(body.to_vec()))
+                    .send(),
+            )
+            .unwrap();
+    }
+
+    /// Body and user metadata of an object, or None if it is not in the bucket.
+    pub fn get(&self, key: &str) -> Option<(Vec<u8>, HashMap<String, String>)> {
+        let out = self
+            .rt
+            .block_on(self.client.get_object().bucket(BUCKET).key(key).send())
+            .ok()?;
+        let meta = out.metadata().cloned().unwrap_or_default();
+        let body = self.rt.block_on(out.body.collect()).unwrap().to_vec();
+        Some((body, meta))
+    }
+
+    pub fn etag(&self, key: &str) -> Option<String> {
+        let out = self
+            .rt
+            .block_on(self.client.head_object().bucket(BUCKET).key(key).send())
+            .ok()?;
+        out.e_tag().map(str::to_string)
+    }
+
+    /// Every key in the bucket, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .rt
+                .block_on(
+                    self.client
+                        .list_objects_v2()
+                        .bucket(BUCKET)
+                        .set_continuation_token(token)
+                        .send(),
+                )
+                .unwrap();
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            match page.next_continuation_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => break,
+            }
+        }
+        keys.sort();
+        keys
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.backend.stats()
+    }
+
+    pub fn stop_server(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.rt.block_on(server.stop());
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop_server();
+    }
+}
+
+fn credentials_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+}
+
+pub struct Mount {
+    child: Option<Child>,
+    pub path: PathBuf,
+    log: PathBuf,
+}
+
+impl Mount {
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if is_mounted(&self.path) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("s3syncfs exited with {status}: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("mount did not become ready: {}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Unmounts and waits for the daemon to finish its uploads and exit.
+    pub fn unmount(mut self) {
+        let status = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "fusermount3 -u failed");
+        let status = self.child.take().unwrap().wait().unwrap();
+        assert!(
+            status.success(),
+            "daemon exited with {status}: {}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&self.path)
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let target = path.to_string_lossy();
+    mounts
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(target.as_ref()))
+}
+
+/// Waits for an eventually-true condition (an upload, a metadata fill); panics with
+/// `what` if it is still false after a generous bound.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Deterministic test data.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[seed as usize % 4] ^ seed)
+        .collect()
+}
