@@ -9,7 +9,7 @@ if ! command -v fusermount3 >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq fuse3 >/dev/null
 fi
 
-cargo build --release --workspace --examples --quiet
+cargo build --release --workspace --bins --examples --quiet
 BIN=target/release/s3syncfs
 SERVER=target/release/s3syncfs-testserver
 

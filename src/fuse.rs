@@ -360,6 +360,21 @@ impl Filesystem for FuseAdapter {
         reply.ok();
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // Terminal and filesystem ioctls do not apply to objects.
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
     fn fsyncdir(
         &self,
         _req: &Request,

@@ -79,7 +79,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    // fuser logs every unimplemented request and a harmless unmount race at warn.
+    let directives = if level.contains("fuser") {
+        level.to_string()
+    } else {
+        format!("{level},fuser=error")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

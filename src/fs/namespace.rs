@@ -228,10 +228,11 @@ impl Fs {
                 tree.pending_deletes.insert(marker);
             }
         }
+        // The object is deleted once no open handle may still read from it: its key
+        // stays in `stored_keys` until the inode is forgotten, which holds the delete.
         if let Some(stored) = tree.get(ino).and_then(|i| i.stored.clone()) {
             tree.pending_deletes.insert(stored.key);
         }
-        tree.set_stored(ino, None);
         tree.detach(ino);
         tree.dirty.remove(&ino);
         if let Some(inode) = tree.get_mut(ino) {

@@ -296,3 +296,34 @@ fn unusable_keys_are_skipped() {
             .collect();
     assert_eq!(inside, vec![".", ".."]);
 }
+
+#[test]
+fn an_unlinked_open_file_stays_readable_and_its_object_goes_after_close() {
+    let body: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 7) as u8).collect();
+    let h = harness_with("", |s| s.insert("f", &body, Metadata::new()));
+    let attr = h.fs.lookup(ROOT, "f").unwrap();
+    let fh = h.fs.open(attr.ino, false, false).unwrap();
+    h.fs.unlink(ROOT, "f").unwrap();
+    h.write_file(ROOT, "f", b"replacement");
+    // Uploading the replacement first saves the old content for the open handle.
+    h.flush();
+    assert_eq!(h.store.body("f").unwrap().as_ref(), b"replacement");
+    let tail = h.fs.read(attr.ino, 2 << 20, 16).unwrap();
+    assert_eq!(tail, &body[2 << 20..(2 << 20) + 16]);
+    h.fs.release(fh);
+    h.flush();
+    assert_eq!(h.store.keys(), vec!["f".to_string()]);
+}
+
+#[test]
+fn an_unlinked_open_file_keeps_its_object_until_closed() {
+    let h = harness_with("", |s| s.insert("g", b"still readable", Metadata::new()));
+    let attr = h.fs.lookup(ROOT, "g").unwrap();
+    let fh = h.fs.open(attr.ino, false, false).unwrap();
+    h.fs.unlink(ROOT, "g").unwrap();
+    assert_eq!(h.fs.pending(), (0, 1));
+    assert_eq!(h.fs.read(attr.ino, 0, 100).unwrap(), b"still readable");
+    h.fs.release(fh);
+    h.flush();
+    assert!(h.store.keys().is_empty());
+}
