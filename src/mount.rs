@@ -54,6 +54,9 @@ struct CacheLock(#[allow(dead_code)] File);
 fn lock_cache_dir(dir: &Path) -> anyhow::Result<CacheLock> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create cache dir {}", dir.display()))?;
+    // Cached data is the user's data: private to the daemon's user.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("cannot restrict permissions of {}", dir.display()))?;
     let path = dir.join("lock");
     let file = OpenOptions::new()
         .create(true)
@@ -75,7 +78,26 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<()> {
     if !meta.is_dir() {
         bail!("mountpoint {} is not a directory", path.display());
     }
+    if is_mount_point(path) {
+        bail!("mountpoint {} is already mounted", path.display());
+    }
     Ok(())
+}
+
+/// Whether something is mounted at `path` (mountinfo's fifth field, octal-escaped).
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let target = path
+        .to_string_lossy()
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012");
+    mounts
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(target.as_str()))
 }
 
 fn explain_access_error(err: StoreError, options: &MountOptions) -> anyhow::Error {

@@ -95,3 +95,29 @@ fn bad_input_gets_a_clear_error_and_nothing_is_mounted() {
     assert_fails(&out, "refused the credentials");
     assert!(!is_mounted(&mnt));
 }
+
+#[test]
+fn sigterm_unmounts_and_uploads_what_is_pending() {
+    let env = Env::new();
+    let mnt = env.mount_with(BUCKET, &["--upload-delay-ms", "60000"]);
+    std::fs::write(mnt.p("late.txt"), b"written just before SIGTERM").unwrap();
+    let path = mnt.path.clone();
+    mnt.terminate();
+    assert!(!is_mounted(&path));
+    assert_eq!(
+        env.get("late.txt").unwrap().0,
+        b"written just before SIGTERM"
+    );
+}
+
+#[test]
+fn mounting_over_a_mounted_directory_is_refused() {
+    let env = Env::new();
+    let mnt = env.mount();
+    let out = s3syncfs(
+        &env,
+        &mount_args(&env, BUCKET, mnt.path.to_str().unwrap(), "c-again"),
+    );
+    assert_fails(&out, "already mounted");
+    mnt.unmount();
+}

@@ -111,3 +111,26 @@ fn symlinks_round_trip_in_s3fs_format() {
     let mode: u32 = meta["mode"].parse().unwrap();
     assert_eq!(mode & libc::S_IFMT, libc::S_IFLNK);
 }
+
+#[test]
+fn odd_names_survive_create_and_rename() {
+    let env = Env::new();
+    let mnt = env.mount();
+    let odd = "a b+c%d &é=?#.txt";
+    fs::write(mnt.p(odd), b"odd").unwrap();
+    fs::create_dir(mnt.p("dir with space")).unwrap();
+    fs::rename(mnt.p(odd), mnt.p(&format!("dir with space/{odd}"))).unwrap();
+    assert_eq!(
+        fs::read(mnt.p(&format!("dir with space/{odd}"))).unwrap(),
+        b"odd"
+    );
+    mnt.unmount();
+    assert_eq!(
+        env.keys(),
+        vec![
+            "dir with space/".to_string(),
+            format!("dir with space/{odd}")
+        ]
+    );
+    assert_eq!(env.get(&format!("dir with space/{odd}")).unwrap().0, b"odd");
+}

@@ -83,7 +83,11 @@ impl Env {
             .args(["--endpoint", &self.endpoint, "--path-style", "--foreground"])
             .arg("--cache-dir")
             .arg(&cache)
-            .args(["--upload-delay-ms", "100", "--request-timeout", "10"])
+            .args(if extra.contains(&"--upload-delay-ms") {
+                vec!["--request-timeout", "10"]
+            } else {
+                vec!["--upload-delay-ms", "100", "--request-timeout", "10"]
+            })
             .args(["--log-level", "info,s3syncfs=debug"])
             .args(extra)
             .envs(credentials_env())
@@ -229,6 +233,21 @@ impl Mount {
             .unwrap();
         assert!(status.success(), "fusermount3 -u failed");
         let status = self.child.take().unwrap().wait().unwrap();
+        assert!(
+            status.success(),
+            "daemon exited with {status}: {}",
+            self.log_text()
+        );
+    }
+}
+
+impl Mount {
+    /// Sends SIGTERM to the daemon (which we started) and waits for it to exit.
+    pub fn terminate(mut self) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: kill(2) on the PID of our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
         assert!(
             status.success(),
             "daemon exited with {status}: {}",
