@@ -63,6 +63,25 @@ pub struct Inode {
 }
 
 impl Inode {
+    fn new(parent: u64, name: &str, attr: Attr, is_dir: bool) -> Inode {
+        Inode {
+            parent,
+            name: name.to_string(),
+            attr,
+            children: is_dir.then(BTreeMap::new),
+            listed: false,
+            symlink_target: None,
+            meta_known: false,
+            content: None,
+            stored: None,
+            data_version: 0,
+            meta_version: 0,
+            open_handles: 0,
+            open_writers: 0,
+            unlinked: false,
+        }
+    }
+
     pub fn is_dir(&self) -> bool {
         self.attr.kind == NodeKind::Dir
     }
@@ -93,22 +112,8 @@ pub struct Tree {
 
 impl Tree {
     pub fn new(root_attr: Attr) -> Tree {
-        let root = Inode {
-            parent: ROOT,
-            name: String::new(),
-            attr: root_attr,
-            children: Some(BTreeMap::new()),
-            listed: false,
-            symlink_target: None,
-            meta_known: true,
-            content: None,
-            stored: None,
-            data_version: 0,
-            meta_version: 0,
-            open_handles: 0,
-            open_writers: 0,
-            unlinked: false,
-        };
+        let mut root = Inode::new(ROOT, "", root_attr, true);
+        root.meta_known = true;
         Tree {
             inodes: HashMap::from([(ROOT, root)]),
             next_ino: ROOT + 1,
@@ -141,22 +146,7 @@ impl Tree {
         let ino = self.next_ino;
         self.next_ino += 1;
         attr.ino = ino;
-        let inode = Inode {
-            parent,
-            name: name.to_string(),
-            attr,
-            children: is_dir.then(BTreeMap::new),
-            listed: false,
-            symlink_target: None,
-            meta_known: false,
-            content: None,
-            stored: None,
-            data_version: 0,
-            meta_version: 0,
-            open_handles: 0,
-            open_writers: 0,
-            unlinked: false,
-        };
+        let inode = Inode::new(parent, name, attr, is_dir);
         self.inodes.insert(ino, inode);
         if let Some(children) = self
             .inodes

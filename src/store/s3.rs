@@ -79,6 +79,29 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    async fn get_object(&self, key: &str, range: Option<String>) -> StoreResult<Bytes> {
+        StoreStats::count(&self.stats.gets, 1);
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range)
+            .send()
+            .await
+            .map_err(|e| map_err(e, key, &self.bucket))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Transient(format!("reading body of {key}: {e}")))?
+            .into_bytes();
+        StoreStats::count(&self.stats.bytes_fetched, body.len() as u64);
+        Ok(body)
+    }
+}
+
 fn credentials_from_env() -> Result<Credentials, StoreError> {
     let key = std::env::var("AWS_ACCESS_KEY_ID").ok();
     let secret = std::env::var("AWS_SECRET_ACCESS_KEY").ok();
@@ -200,44 +223,13 @@ impl ObjectStore for S3Store {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        StoreStats::count(&self.stats.gets, 1);
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send()
-            .await
-            .map_err(|e| map_err(e, key, &self.bucket))?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Transient(format!("reading body of {key}: {e}")))?
-            .into_bytes();
-        StoreStats::count(&self.stats.bytes_fetched, body.len() as u64);
-        Ok(body)
+        // A Range header, never ?partNumber= (Linode ignores it and sends everything).
+        let header = format!("bytes={}-{}", range.start, range.end - 1);
+        self.get_object(key, Some(header)).await
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
-        StoreStats::count(&self.stats.gets, 1);
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| map_err(e, key, &self.bucket))?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Transient(format!("reading body of {key}: {e}")))?
-            .into_bytes();
-        StoreStats::count(&self.stats.bytes_fetched, body.len() as u64);
-        Ok(body)
+        self.get_object(key, None).await
     }
 
     async fn put(&self, key: &str, body: Bytes, metadata: &Metadata) -> StoreResult<String> {
