@@ -6,5 +6,6 @@ pub mod fs;
 pub mod fuse;
 pub mod mapping;
 pub mod mount;
+pub mod state;
 pub mod store;
 pub mod sync;

@@ -11,9 +11,10 @@ use anyhow::{bail, Context};
 use fuser::{Config, MountOption, Session};
 
 use crate::cache::Cache;
-use crate::fs::{Fs, FsConfig};
+use crate::fs::{cache_files_in_use, Fs, FsConfig};
 use crate::fuse::FuseAdapter;
 use crate::mapping::{DefaultAttrs, KeyPrefix};
+use crate::state::StateDb;
 use crate::store::s3::{S3Config, S3Store};
 use crate::store::{ObjectStore, StoreError};
 use crate::sync::{Uploader, UploaderConfig};
@@ -152,12 +153,16 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
                 options.request_timeout
             ),
         }
-        let cache = Cache::open(&options.cache_dir)
+        let state = StateDb::open(&options.cache_dir.join("state.db"))
+            .with_context(|| format!("cannot open the state in {}", options.cache_dir.display()))?;
+        let keep = cache_files_in_use(&state).context("cannot read the state")?;
+        let cache = Cache::open(&options.cache_dir, &keep)
             .with_context(|| format!("cannot use cache dir {}", options.cache_dir.display()))?;
         let fs = Fs::new(
             store,
             runtime.handle().clone(),
             cache,
+            Arc::new(state),
             FsConfig {
                 prefix: options.prefix.clone(),
                 defaults: DefaultAttrs::default(),

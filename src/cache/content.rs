@@ -50,6 +50,18 @@ impl Content {
         &self.path
     }
 
+    /// The file's name in the cache, as the durable state records it.
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn present_spans(&self) -> Vec<(u64, u64)> {
+        self.present.lock().spans()
+    }
+
     pub fn file(&self) -> &File {
         &self.file
     }
@@ -175,9 +187,11 @@ impl Content {
     }
 }
 
-impl Drop for Content {
-    fn drop(&mut self) {
-        super::remove_file_quietly(&self.path, &self.file);
+impl Content {
+    /// Removes the file from the cache; the data stays readable through open handles.
+    /// Files are not removed on drop: at exit the state may still need them.
+    pub fn remove(&self) {
+        super::remove_file_quietly(&self.path);
     }
 }
 

@@ -5,7 +5,8 @@ mod content;
 mod fetcher;
 pub mod ranges;
 
-use std::fs::{self, File, OpenOptions};
+use std::collections::HashSet;
+use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,18 +22,38 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Opens the cache under `dir`. Content files from an earlier run are removed:
-    /// until the durable state exists nothing records what they belonged to.
-    pub fn open(dir: &Path) -> io::Result<Cache> {
+    /// Opens the cache under `dir`, keeping the content files named in `keep` (the
+    /// durable state still needs them) and removing every other one.
+    pub fn open(dir: &Path, keep: &HashSet<String>) -> io::Result<Cache> {
         let data_dir = dir.join("data");
-        if data_dir.exists() {
-            fs::remove_dir_all(&data_dir)?;
-        }
         fs::create_dir_all(&data_dir)?;
+        let mut highest = 0;
+        for entry in fs::read_dir(&data_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if keep.contains(&name) {
+                highest = highest.max(u64::from_str_radix(&name, 16).unwrap_or(0));
+            } else {
+                fs::remove_file(entry.path())?;
+            }
+        }
         Ok(Cache {
             data_dir,
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(highest + 1),
         })
+    }
+
+    /// Opens a content file kept from an earlier run.
+    pub fn reopen(&self, name: &str, present: RangeSet) -> io::Result<Arc<Content>> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad cache file name",
+            ));
+        }
+        let path = self.data_dir.join(name);
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        Ok(Arc::new(Content::new(path, file, present)))
     }
 
     /// A new, empty content file; `present` says which ranges count as valid.
@@ -62,8 +83,7 @@ impl Cache {
     }
 }
 
-pub(crate) fn remove_file_quietly(path: &Path, file: &File) {
-    let _ = file;
+pub(crate) fn remove_file_quietly(path: &Path) {
     if let Err(err) = fs::remove_file(path) {
         if err.kind() != io::ErrorKind::NotFound {
             tracing::warn!(path = %path.display(), %err, "could not remove cache file");

@@ -21,6 +21,18 @@ impl RangeSet {
         set
     }
 
+    pub fn from_spans(spans: &[(u64, u64)]) -> RangeSet {
+        let mut set = RangeSet::new();
+        for &(start, end) in spans {
+            set.insert(start..end);
+        }
+        set
+    }
+
+    pub fn spans(&self) -> Vec<(u64, u64)> {
+        self.spans.iter().map(|(&s, &e)| (s, e)).collect()
+    }
+
     pub fn insert(&mut self, range: Range<u64>) {
         if range.is_empty() {
             return;

@@ -75,9 +75,11 @@ impl Fs {
                 inode.open_writers = inode.open_writers.saturating_sub(1);
             }
         }
-        // The debounce counts from the close of a changed file.
+        // The debounce counts from the close of a changed file, and the close is
+        // the durability point: the record of a closed file survives a crash.
         if tree.dirty.contains_key(&handle.ino) {
             tree.mark_dirty(handle.ino);
+            self.persist(&mut tree, handle.ino);
         }
         tree.forget_if_unused(handle.ino);
         drop(tree);
@@ -173,6 +175,7 @@ impl Fs {
             inode.attr.ctime = now;
             inode.meta_known = true;
             tree.mark_dirty(ino);
+            self.persist(&mut tree, ino);
         }
         let attr = tree.get(ino).map(|i| i.attr).ok_or(FsError::NotFound)?;
         Ok(attr)
@@ -187,8 +190,15 @@ impl Fs {
         let mut tree = self.tree.lock();
         if tree.dirty.contains_key(&ino) {
             tree.urgent.insert(ino);
+            self.persist(&mut tree, ino);
         }
+        let synced = tree.state.sync_to_disk();
         drop(tree);
+        if let Err(err) = synced {
+            // A failed fsync of the state cannot be retried safely.
+            tracing::error!(%err, "fsync of the state failed");
+            return Err(FsError::Io(err.to_string()));
+        }
         self.wake.notify_one();
         Ok(())
     }

@@ -62,6 +62,9 @@ impl Fs {
         let mut unknown = Vec::new();
         // Directories first: where `a` and `a/` both exist, the directory wins.
         for common in &listing.prefixes {
+            if tree.pending_deletes.contains(common) {
+                continue; // removed or renamed here; its keys are still being deleted
+            }
             match classify_child(prefix, common) {
                 ChildKey::Dir(name) if tree.child(dir, name).is_none() => {
                     let attr = self.default_attr(NodeKind::Dir, 0, SystemTime::now());
@@ -73,6 +76,9 @@ impl Fs {
             }
         }
         for object in &listing.objects {
+            if tree.pending_deletes.contains(&object.key) {
+                continue;
+            }
             match classify_child(prefix, &object.key) {
                 ChildKey::SelfMarker => {}
                 ChildKey::File(name) => match tree.child(dir, name) {

@@ -5,6 +5,7 @@ mod error;
 mod io;
 mod listing;
 mod namespace;
+mod persist;
 pub mod plan;
 pub mod tree;
 
@@ -20,11 +21,13 @@ use tokio::sync::Notify;
 
 use crate::cache::{Cache, Fetcher};
 use crate::mapping::{DefaultAttrs, KeyPrefix};
+use crate::state::StateDb;
 use crate::store::{ObjectStore, StoreError};
 
 pub use error::{FsError, FsResult};
 pub use io::SetAttr;
 pub use namespace::{Caller, DirEntry, RenameMode};
+pub use persist::cache_files_in_use;
 use tree::Tree;
 pub use tree::{Attr, NodeKind, ROOT};
 
@@ -62,10 +65,12 @@ pub struct Fs {
 }
 
 impl Fs {
+    /// Builds the core; local changes recorded in `state` by an earlier run come back.
     pub fn new(
         store: Arc<dyn ObjectStore>,
         runtime: Handle,
         cache: Cache,
+        state: Arc<StateDb>,
         config: FsConfig,
     ) -> Arc<Fs> {
         let now = SystemTime::now();
@@ -81,8 +86,8 @@ impl Fs {
             ctime: now,
         };
         let fetcher = Fetcher::new(store.clone(), runtime.clone(), config.request_timeout);
-        Arc::new(Fs {
-            tree: Mutex::new(Tree::new(root)),
+        let fs = Arc::new(Fs {
+            tree: Mutex::new(Tree::new(root, state)),
             store,
             runtime,
             cache,
@@ -92,7 +97,12 @@ impl Fs {
             listing: Mutex::new(()),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
-        })
+        });
+        {
+            let mut tree = fs.tree.lock();
+            fs.restore(&mut tree, &fs.cache);
+        }
+        fs
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {

@@ -156,6 +156,7 @@ impl Fs {
         inode.meta_known = true;
         init(inode);
         tree.mark_dirty(ino);
+        self.persist(&mut tree, ino);
         touch_dir(&mut tree, parent, now);
         drop(tree);
         self.wake.notify_one();
@@ -225,16 +226,17 @@ impl Fs {
             let is_dir = tree.get(ino).is_some_and(|i| i.is_dir());
             if is_dir {
                 let marker = self.config.prefix.dir_prefix(&path);
-                tree.pending_deletes.insert(marker);
+                tree.queue_delete(marker);
             }
         }
         // The object is deleted once no open handle may still read from it: its key
         // stays in `stored_keys` until the inode is forgotten, which holds the delete.
         if let Some(stored) = tree.get(ino).and_then(|i| i.stored.clone()) {
-            tree.pending_deletes.insert(stored.key);
+            tree.queue_delete(stored.key);
         }
-        tree.detach(ino);
         tree.dirty.remove(&ino);
+        self.persist(tree, ino); // no longer dirty: its record goes
+        tree.detach(ino);
         if let Some(inode) = tree.get_mut(ino) {
             inode.unlinked = true;
         }
@@ -308,7 +310,15 @@ impl Fs {
         if moving_dir {
             if let Some(path) = tree.path(ino) {
                 let old_marker = self.config.prefix.dir_prefix(&path);
-                tree.pending_deletes.insert(old_marker);
+                tree.queue_delete(old_marker);
+            }
+        }
+        // Every object under the old name is owed a delete once its copy is made;
+        // queued now so that a restart never shows the old name again.
+        let moved: Vec<u64> = std::iter::once(ino).chain(tree.descendants(ino)).collect();
+        for &node in &moved {
+            if let Some(stored) = tree.get(node).and_then(|i| i.stored.clone()) {
+                tree.queue_delete(stored.key);
             }
         }
         tree.detach(ino);
@@ -321,9 +331,9 @@ impl Fs {
         if let Some(children) = tree.get_mut(new_parent).and_then(|p| p.children.as_mut()) {
             children.insert(new_name.to_string(), ino);
         }
-        tree.mark_dirty(ino);
-        for child in tree.descendants(ino) {
-            tree.mark_dirty(child);
+        for &node in &moved {
+            tree.mark_dirty(node);
+            self.persist(&mut tree, node);
         }
         touch_dir(&mut tree, parent, now);
         touch_dir(&mut tree, new_parent, now);

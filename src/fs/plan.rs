@@ -106,7 +106,7 @@ impl Fs {
         let deletes: Vec<String> = tree.pending_deletes.iter().cloned().collect();
         for key in deletes {
             if self.key_owner(&tree, &key).is_some() {
-                tree.pending_deletes.remove(&key); // the namespace has something there again
+                tree.unqueue_delete(&key); // the namespace has something there again
                 continue;
             }
             if tree.stored_keys.contains_key(&key) {
@@ -133,7 +133,7 @@ impl Fs {
         let mut tree = self.tree.lock();
         let ino = match (&job.id, &job.kind) {
             (JobId::Delete(key), _) => {
-                tree.pending_deletes.remove(key);
+                tree.unqueue_delete(key);
                 return;
             }
             (_, JobKind::Materialize) => return,
@@ -142,7 +142,7 @@ impl Fs {
         let live = tree.get(ino).is_some_and(|i| !i.unlinked);
         if !live {
             // Removed while its upload ran: the new object is an orphan.
-            tree.pending_deletes.insert(job.key.clone());
+            tree.queue_delete(job.key.clone());
             return;
         }
         let old = tree.get(ino).and_then(|i| i.stored.clone());
@@ -155,13 +155,14 @@ impl Fs {
         };
         tree.set_stored(ino, Some(stored));
         if let Some(old) = old.filter(|o| o.key != job.key) {
-            tree.pending_deletes.insert(old.key);
+            tree.queue_delete(old.key);
         }
         let current = self.current_key(&tree, ino);
         if current.is_some_and(|k| tree.get(ino).is_some_and(|i| i.in_sync_at(&k))) {
             tree.dirty.remove(&ino);
             tree.urgent.remove(&ino);
         }
+        self.persist(&mut tree, ino);
     }
 
     /// Fetches every absent byte of a job's file into the cache (blocking).

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::cache::Cache;
 use crate::mapping::{DefaultAttrs, KeyPrefix, S_IFDIR, S_IFLNK, S_IFREG};
+use crate::state::StateDb;
 use crate::store::memory::MemoryStore;
 use crate::store::{Metadata, ObjectStore};
 use crate::sync::{Uploader, UploaderConfig};
@@ -24,19 +25,26 @@ const ME: Caller = Caller {
 };
 
 fn harness_with(prefix: &str, setup: impl FnOnce(&MemoryStore)) -> Harness {
+    let store = Arc::new(MemoryStore::new());
+    setup(&store);
+    start(prefix, store, tempfile::tempdir().unwrap())
+}
+
+/// A core over `store` whose cache and state live in `dir` (kept across restarts).
+fn start(prefix: &str, store: Arc<MemoryStore>, dir: tempfile::TempDir) -> Harness {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let store = Arc::new(MemoryStore::new());
-    setup(&store);
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Cache::open(dir.path()).unwrap();
+    let state = StateDb::open(&dir.path().join("state.db")).unwrap();
+    let keep = super::cache_files_in_use(&state).unwrap();
+    let cache = Cache::open(dir.path(), &keep).unwrap();
     let fs = Fs::new(
         store.clone() as Arc<dyn ObjectStore>,
         runtime.handle().clone(),
         cache,
+        Arc::new(state),
         FsConfig {
             prefix: KeyPrefix::new(prefix).unwrap(),
             defaults: DefaultAttrs::default(),
@@ -326,4 +334,51 @@ fn an_unlinked_open_file_keeps_its_object_until_closed() {
     h.fs.release(fh);
     h.flush();
     assert!(h.store.keys().is_empty());
+}
+
+#[test]
+fn changes_not_yet_uploaded_survive_a_restart() {
+    let h = harness_with("", |s| {
+        s.insert("r", b"remote r", Metadata::new());
+        s.insert("x", b"remote x", Metadata::new());
+        s.insert("big", &vec![7u8; 3 << 20], Metadata::new());
+    });
+    let d = h.fs.mkdir(ROOT, "d", 0o700, ME).unwrap();
+    h.write_file(d.ino, "new.txt", b"created locally");
+    h.fs.rename(ROOT, "r", d.ino, "r2", RenameMode::Replace)
+        .unwrap();
+    h.fs.unlink(ROOT, "x").unwrap();
+    let big = h.fs.lookup(ROOT, "big").unwrap();
+    let fh = h.fs.open(big.ino, true, false).unwrap();
+    h.fs.write(big.ino, 1 << 20, b"patched").unwrap();
+    h.fs.release(fh);
+    // A crash: nothing uploaded, the process gone, the cache dir and state kept.
+    let Harness {
+        store,
+        _dir: dir,
+        fs,
+        runtime,
+    } = h;
+    drop(fs);
+    drop(runtime);
+    assert_eq!(store.stats().snapshot().puts, 0);
+
+    let h = start("", store, dir);
+    let names: Vec<String> =
+        h.fs.readdir(ROOT)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+    assert_eq!(names, vec![".", "..", "big", "d"]);
+    let d = h.fs.lookup(ROOT, "d").unwrap();
+    assert_eq!(d.perm, 0o700);
+    assert_eq!(h.read_all(d.ino, "new.txt"), b"created locally");
+    assert_eq!(h.read_all(d.ino, "r2"), b"remote r");
+    h.flush();
+    let mut expected_big = vec![7u8; 3 << 20];
+    expected_big[1 << 20..(1 << 20) + 7].copy_from_slice(b"patched");
+    assert_eq!(h.store.keys(), vec!["big", "d/", "d/new.txt", "d/r2"]);
+    assert_eq!(h.store.body("big").unwrap().as_ref(), &expected_big[..]);
+    assert_eq!(h.store.body("d/r2").unwrap().as_ref(), b"remote r");
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::cache::Content;
+use crate::state::StateDb;
 
 pub const ROOT: u64 = 1;
 
@@ -108,10 +109,14 @@ pub struct Tree {
     pub pending_deletes: BTreeSet<String>,
     /// Key -> the live inode whose content the bucket holds there.
     pub stored_keys: HashMap<String, u64>,
+    /// The durable copy of what is dirty and what is owed a delete.
+    pub state: Arc<StateDb>,
+    /// Inode -> path of its record in the durable state.
+    pub persisted: HashMap<u64, String>,
 }
 
 impl Tree {
-    pub fn new(root_attr: Attr) -> Tree {
+    pub fn new(root_attr: Attr, state: Arc<StateDb>) -> Tree {
         let mut root = Inode::new(ROOT, "", root_attr, true);
         root.meta_known = true;
         Tree {
@@ -121,6 +126,25 @@ impl Tree {
             urgent: BTreeSet::new(),
             pending_deletes: BTreeSet::new(),
             stored_keys: HashMap::new(),
+            state,
+            persisted: HashMap::new(),
+        }
+    }
+
+    /// Queues the delete of `key`, durably.
+    pub fn queue_delete(&mut self, key: String) {
+        if let Err(err) = self.state.put_delete(&key) {
+            tracing::error!(%key, %err, "cannot record a pending delete in the state");
+        }
+        self.pending_deletes.insert(key);
+    }
+
+    /// Drops a queued delete (done, or the key is in use again).
+    pub fn unqueue_delete(&mut self, key: &str) {
+        if self.pending_deletes.remove(key) {
+            if let Err(err) = self.state.remove_delete(key) {
+                tracing::error!(%key, %err, "cannot update a pending delete in the state");
+            }
         }
     }
 
@@ -239,6 +263,9 @@ impl Tree {
             .is_some_and(|i| i.unlinked && i.open_handles == 0);
         if unused {
             self.set_stored(ino, None);
+            if let Some(content) = self.inodes.get(&ino).and_then(|i| i.content.as_ref()) {
+                content.remove();
+            }
             self.inodes.remove(&ino);
             self.dirty.remove(&ino);
             self.urgent.remove(&ino);

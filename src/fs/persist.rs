@@ -1,0 +1,200 @@
+//! Writing dirty inodes to the durable state, and rebuilding them from it at mount.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::cache::{Cache, RangeSet};
+use crate::state::{BaseObject, EntryKind, EntryRecord, StateDb};
+
+use super::tree::{Attr, NodeKind, Stored, Tree, ROOT};
+use super::Fs;
+
+fn to_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
+        Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
+    }
+}
+
+fn from_ns(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// Content file names the state still refers to: the cache keeps these at start.
+pub fn cache_files_in_use(state: &StateDb) -> Result<HashSet<String>, rusqlite::Error> {
+    Ok(state
+        .entries()?
+        .into_iter()
+        .filter_map(|r| r.cache_file)
+        .collect())
+}
+
+impl Fs {
+    /// Brings the durable record of `ino` in line with the tree: a record while the
+    /// inode differs from the bucket, none once it is clean or gone.
+    pub(super) fn persist(&self, tree: &mut Tree, ino: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let path = tree.path(ino).map(|p| p.join("/"));
+        let wanted = path.filter(|_| tree.dirty.contains_key(&ino));
+        let old = tree.persisted.get(&ino).cloned();
+        if let Some(old) = old.filter(|o| wanted.as_ref() != Some(o)) {
+            if let Err(err) = tree.state.remove_entry(&old) {
+                tracing::error!(path = %old, %err, "cannot update the state");
+            }
+            tree.persisted.remove(&ino);
+        }
+        let (Some(path), Some(inode)) = (wanted, tree.get(ino)) else {
+            return;
+        };
+        let record = EntryRecord {
+            path: path.clone(),
+            kind: match inode.attr.kind {
+                NodeKind::File => EntryKind::File,
+                NodeKind::Dir => EntryKind::Dir,
+                NodeKind::Symlink => EntryKind::Symlink,
+            },
+            cache_file: inode.content.as_ref().map(|c| c.name()),
+            size: inode.attr.size,
+            perm: inode.attr.perm,
+            uid: inode.attr.uid,
+            gid: inode.attr.gid,
+            mtime_ns: to_ns(inode.attr.mtime),
+            target: inode.symlink_target.clone(),
+            base: inode.stored.as_ref().map(|s| BaseObject {
+                key: s.key.clone(),
+                etag: s.etag.clone(),
+                size: s.size,
+            }),
+            present: inode
+                .content
+                .as_ref()
+                .map(|c| c.present_spans())
+                .unwrap_or_default(),
+            data_dirty: inode
+                .stored
+                .as_ref()
+                .is_none_or(|s| s.data_version != inode.data_version),
+            meta_dirty: inode
+                .stored
+                .as_ref()
+                .is_none_or(|s| s.meta_version != inode.meta_version),
+        };
+        if let Err(err) = tree.state.put_entry(&record) {
+            tracing::error!(%path, %err, "cannot record a local change in the state");
+            return;
+        }
+        tree.persisted.insert(ino, path);
+    }
+
+    /// Rebuilds the local changes a previous run left in the state.
+    pub(super) fn restore(&self, tree: &mut Tree, cache: &Cache) {
+        let (entries, deletes) = match (tree.state.entries(), tree.state.deletes()) {
+            (Ok(e), Ok(d)) => (e, d),
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::error!(%err, "cannot read the state; starting without it");
+                return;
+            }
+        };
+        let restored = entries.len();
+        for record in entries {
+            self.restore_entry(tree, cache, record);
+        }
+        for key in deletes {
+            tree.pending_deletes.insert(key);
+        }
+        if restored > 0 || !tree.pending_deletes.is_empty() {
+            tracing::info!(
+                entries = restored,
+                deletes = tree.pending_deletes.len(),
+                "restored changes not yet in the bucket"
+            );
+        }
+    }
+
+    fn restore_entry(&self, tree: &mut Tree, cache: &Cache, record: EntryRecord) {
+        let parts: Vec<&str> = record.path.split('/').collect();
+        if parts.iter().any(|p| !crate::mapping::is_valid_name(p)) {
+            tracing::error!(path = %record.path, "unusable path in the state; skipped");
+            return;
+        }
+        let (name, dirs) = parts.split_last().expect("split gives one part at least");
+        let mut parent = ROOT;
+        for dir in dirs {
+            parent = match tree.child(parent, dir) {
+                Some(ino) => ino,
+                None => {
+                    let attr = self.default_attr(NodeKind::Dir, 0, SystemTime::now());
+                    tree.insert(parent, dir, attr, true)
+                }
+            };
+        }
+        let kind = match record.kind {
+            EntryKind::File => NodeKind::File,
+            EntryKind::Dir => NodeKind::Dir,
+            EntryKind::Symlink => NodeKind::Symlink,
+        };
+        let mtime = from_ns(record.mtime_ns);
+        let attr = Attr {
+            ino: 0,
+            kind,
+            size: record.size,
+            perm: record.perm,
+            uid: record.uid,
+            gid: record.gid,
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+        };
+        let ino = match tree.child(parent, name) {
+            Some(ino) => ino,
+            None => tree.insert(parent, name, attr, kind == NodeKind::Dir),
+        };
+        let content = match &record.cache_file {
+            Some(file) => match cache.reopen(file, RangeSet::from_spans(&record.present)) {
+                Ok(content) => Some(content),
+                Err(err) => {
+                    tracing::error!(path = %record.path, %err, "cache file of a pending change is missing");
+                    None
+                }
+            },
+            None => None,
+        };
+        let stored = record.base.as_ref().map(|b| Stored {
+            key: b.key.clone(),
+            etag: b.etag.clone(),
+            size: b.size,
+            data_version: 0,
+            meta_version: 0,
+        });
+        if let Some(inode) = tree.get_mut(ino) {
+            inode.attr = Attr { ino, ..attr };
+            inode.symlink_target = record.target.clone();
+            inode.meta_known = true;
+            inode.content = content;
+            inode.data_version = record.data_dirty as u64;
+            inode.meta_version = record.meta_dirty as u64;
+        }
+        tree.set_stored(ino, stored);
+        tree.mark_dirty(ino);
+        tree.persisted.insert(ino, record.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_through_nanoseconds() {
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        assert_eq!(from_ns(to_ns(t)), t);
+        let before = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(from_ns(to_ns(before)), before);
+    }
+}

@@ -1,0 +1,299 @@
+//! The durable state (SQLite in WAL mode): every local change the bucket does not hold
+//! yet, and every delete still owed to it. It is the only thing a restart needs:
+//! clean data can always be read from the bucket again.
+
+use std::path::Path;
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// What a record says the entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File = 0,
+    Dir = 1,
+    Symlink = 2,
+}
+
+/// The object an entry's data started from, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseObject {
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+}
+
+/// One namespace entry that differs from the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRecord {
+    /// Path relative to the mount root, components joined by `/`.
+    pub path: String,
+    pub kind: EntryKind,
+    /// Name of the content file in the cache, for files.
+    pub cache_file: Option<String>,
+    pub size: u64,
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    pub target: Option<String>,
+    pub base: Option<BaseObject>,
+    /// Byte ranges of the cache file that hold valid data.
+    pub present: Vec<(u64, u64)>,
+    pub data_dirty: bool,
+    pub meta_dirty: bool,
+}
+
+pub struct StateDb {
+    conn: Mutex<Connection>,
+}
+
+/// An error of the state database: writing local state failed, which the caller
+/// must not hide (data could be lost on a crash).
+pub type StateResult<T> = Result<T, rusqlite::Error>;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entries (
+    path TEXT PRIMARY KEY,
+    kind INTEGER NOT NULL,
+    cache_file TEXT,
+    size INTEGER NOT NULL,
+    perm INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    target TEXT,
+    base_key TEXT,
+    base_etag TEXT,
+    base_size INTEGER,
+    present BLOB NOT NULL,
+    data_dirty INTEGER NOT NULL,
+    meta_dirty INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deletes (key TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+impl StateDb {
+    pub fn open(path: &Path) -> StateResult<StateDb> {
+        let conn = Connection::open(path)?;
+        // WAL + NORMAL: a commit survives a killed process; `sync_to_disk` makes it
+        // survive a power loss too (fsync of a file asks for that).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(StateDb {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn in_memory() -> StateResult<StateDb> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(StateDb {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn put_entry(&self, r: &EntryRecord) -> StateResult<()> {
+        let (base_key, base_etag, base_size) = match &r.base {
+            Some(b) => (
+                Some(b.key.as_str()),
+                Some(b.etag.as_str()),
+                Some(b.size as i64),
+            ),
+            None => (None, None, None),
+        };
+        self.conn.lock().execute(
+            "INSERT OR REPLACE INTO entries VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+            params![
+                r.path,
+                r.kind as i64,
+                r.cache_file,
+                r.size as i64,
+                r.perm,
+                r.uid,
+                r.gid,
+                r.mtime_ns,
+                r.target,
+                base_key,
+                base_etag,
+                base_size,
+                encode_ranges(&r.present),
+                r.data_dirty,
+                r.meta_dirty,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_entry(&self, path: &str) -> StateResult<()> {
+        self.conn
+            .lock()
+            .execute("DELETE FROM entries WHERE path = ?1", params![path])?;
+        Ok(())
+    }
+
+    pub fn put_delete(&self, key: &str) -> StateResult<()> {
+        self.conn
+            .lock()
+            .execute("INSERT OR IGNORE INTO deletes VALUES (?1)", params![key])?;
+        Ok(())
+    }
+
+    pub fn remove_delete(&self, key: &str) -> StateResult<()> {
+        self.conn
+            .lock()
+            .execute("DELETE FROM deletes WHERE key = ?1", params![key])?;
+        Ok(())
+    }
+
+    pub fn entries(&self) -> StateResult<Vec<EntryRecord>> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare("SELECT * FROM entries ORDER BY path")?;
+        let rows = stmt.query_map([], |row| {
+            let base_key: Option<String> = row.get(9)?;
+            let base = match base_key {
+                Some(key) => Some(BaseObject {
+                    key,
+                    etag: row.get::<_, Option<String>>(10)?.unwrap_or_default(),
+                    size: row.get::<_, Option<i64>>(11)?.unwrap_or(0) as u64,
+                }),
+                None => None,
+            };
+            let kind = match row.get::<_, i64>(1)? {
+                1 => EntryKind::Dir,
+                2 => EntryKind::Symlink,
+                _ => EntryKind::File,
+            };
+            Ok(EntryRecord {
+                path: row.get(0)?,
+                kind,
+                cache_file: row.get(2)?,
+                size: row.get::<_, i64>(3)? as u64,
+                perm: row.get(4)?,
+                uid: row.get(5)?,
+                gid: row.get(6)?,
+                mtime_ns: row.get(7)?,
+                target: row.get(8)?,
+                base,
+                present: decode_ranges(&row.get::<_, Vec<u8>>(12)?),
+                data_dirty: row.get(13)?,
+                meta_dirty: row.get(14)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    pub fn deletes(&self) -> StateResult<Vec<String>> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare("SELECT key FROM deletes ORDER BY key")?;
+        let rows = stmt.query_map([], |row| row.get(0))?;
+        rows.collect()
+    }
+
+    pub fn info(&self, name: &str) -> StateResult<Option<String>> {
+        self.conn
+            .lock()
+            .query_row(
+                "SELECT value FROM info WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    pub fn set_info(&self, name: &str, value: &str) -> StateResult<()> {
+        self.conn.lock().execute(
+            "INSERT OR REPLACE INTO info VALUES (?1, ?2)",
+            params![name, value],
+        )?;
+        Ok(())
+    }
+
+    /// Makes every commit so far durable against power loss.
+    pub fn sync_to_disk(&self) -> StateResult<()> {
+        self.conn
+            .lock()
+            .query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
+    }
+}
+
+fn encode_ranges(ranges: &[(u64, u64)]) -> Vec<u8> {
+    ranges
+        .iter()
+        .flat_map(|(s, e)| s.to_le_bytes().into_iter().chain(e.to_le_bytes()))
+        .collect()
+}
+
+fn decode_ranges(bytes: &[u8]) -> Vec<(u64, u64)> {
+    bytes
+        .chunks_exact(16)
+        .map(|c| {
+            let (s, e) = c.split_at(8);
+            (
+                u64::from_le_bytes(s.try_into().unwrap_or_default()),
+                u64::from_le_bytes(e.try_into().unwrap_or_default()),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(path: &str) -> EntryRecord {
+        EntryRecord {
+            path: path.into(),
+            kind: EntryKind::File,
+            cache_file: Some("0000000000000001".into()),
+            size: 10,
+            perm: 0o644,
+            uid: 1,
+            gid: 2,
+            mtime_ns: 1_700_000_000_123_456_789,
+            target: None,
+            base: Some(BaseObject {
+                key: "k".into(),
+                etag: "\"e\"".into(),
+                size: 20,
+            }),
+            present: vec![(0, 5), (8, u64::MAX)],
+            data_dirty: true,
+            meta_dirty: false,
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let db = StateDb::open(&path).unwrap();
+            db.put_entry(&record("a/b")).unwrap();
+            db.put_entry(&record("gone")).unwrap();
+            db.remove_entry("gone").unwrap();
+            db.put_delete("old/key").unwrap();
+            db.put_delete("dropped").unwrap();
+            db.remove_delete("dropped").unwrap();
+            db.set_info("mounted", "yes").unwrap();
+        }
+        let db = StateDb::open(&path).unwrap();
+        assert_eq!(db.entries().unwrap(), vec![record("a/b")]);
+        assert_eq!(db.deletes().unwrap(), vec!["old/key".to_string()]);
+        assert_eq!(db.info("mounted").unwrap().as_deref(), Some("yes"));
+        db.sync_to_disk().unwrap();
+    }
+
+    #[test]
+    fn replacing_a_record_keeps_one() {
+        let db = StateDb::in_memory().unwrap();
+        let mut r = record("f");
+        db.put_entry(&r).unwrap();
+        r.size = 99;
+        r.base = None;
+        db.put_entry(&r).unwrap();
+        assert_eq!(db.entries().unwrap(), vec![r]);
+    }
+}
