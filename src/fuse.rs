@@ -302,11 +302,12 @@ impl Filesystem for FuseAdapter {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.fs.flush(ino.0);
         reply.ok();
     }
 

@@ -64,6 +64,15 @@ impl Fs {
         }
     }
 
+    /// close(2) waits for this (release comes later, asynchronously): the record of a
+    /// changed file is made durable here, so a crash right after close loses nothing.
+    pub fn flush(&self, ino: u64) {
+        let mut tree = self.tree.lock();
+        if tree.dirty.contains_key(&ino) {
+            self.persist(&mut tree, ino);
+        }
+    }
+
     pub fn release(&self, fh: u64) {
         let Some(handle) = self.handles.lock().remove(&fh) else {
             return;

@@ -31,15 +31,22 @@ impl Fs {
             }
         };
         let _one_listing = self.listing.lock();
-        if self.tree.lock().get(ino).is_none_or(|i| i.listed) {
-            return Ok(());
+        {
+            let mut tree = self.tree.lock();
+            if tree.get(ino).is_none_or(|i| i.listed) {
+                return Ok(());
+            }
+            tree.deleted_during_listing = Some(Default::default());
         }
         let listing = self.block_on(
             &format!("LIST {prefix}"),
             self.store.list(&prefix, Some("/")),
-        )?;
+        );
         let to_fill = {
             let mut tree = self.tree.lock();
+            let deleted = tree.deleted_during_listing.take().unwrap_or_default();
+            let mut listing = listing?;
+            listing.objects.retain(|o| !deleted.contains(&o.key));
             let to_fill = self.merge_listing(&mut tree, ino, &prefix, &listing);
             if let Some(dir) = tree.get_mut(ino) {
                 dir.listed = true;
@@ -62,7 +69,7 @@ impl Fs {
         let mut unknown = Vec::new();
         // Directories first: where `a` and `a/` both exist, the directory wins.
         for common in &listing.prefixes {
-            if tree.pending_deletes.contains(common) {
+            if tree.pending_deletes.contains_key(common) {
                 continue; // removed or renamed here; its keys are still being deleted
             }
             match classify_child(prefix, common) {
@@ -76,7 +83,7 @@ impl Fs {
             }
         }
         for object in &listing.objects {
-            if tree.pending_deletes.contains(&object.key) {
+            if tree.is_being_deleted(&object.key, &object.etag) {
                 continue;
             }
             match classify_child(prefix, &object.key) {

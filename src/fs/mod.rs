@@ -29,7 +29,7 @@ pub use io::SetAttr;
 pub use namespace::{Caller, DirEntry, RenameMode};
 pub use persist::cache_files_in_use;
 use tree::Tree;
-pub use tree::{Attr, NodeKind, ROOT};
+pub use tree::{same_etag, Attr, NodeKind, ROOT};
 
 /// Settings of the core.
 #[derive(Debug, Clone)]

@@ -222,17 +222,19 @@ impl Fs {
     /// Takes a file, symlink or empty directory out of the namespace and queues the
     /// deletion of its object (and, for a directory, its marker).
     fn remove_node(&self, tree: &mut Tree, ino: u64) {
+        let state = tree.state.clone();
+        let _atomic = state.batch();
         if let Some(path) = tree.path(ino) {
             let is_dir = tree.get(ino).is_some_and(|i| i.is_dir());
             if is_dir {
                 let marker = self.config.prefix.dir_prefix(&path);
-                tree.queue_delete(marker);
+                tree.queue_delete(marker, None);
             }
         }
         // The object is deleted once no open handle may still read from it: its key
         // stays in `stored_keys` until the inode is forgotten, which holds the delete.
         if let Some(stored) = tree.get(ino).and_then(|i| i.stored.clone()) {
-            tree.queue_delete(stored.key);
+            tree.queue_delete(stored.key, Some(stored.etag));
         }
         tree.dirty.remove(&ino);
         self.persist(tree, ino); // no longer dirty: its record goes
@@ -300,6 +302,8 @@ impl Fs {
             }
         }
         let mut tree = self.tree.lock();
+        let state = tree.state.clone();
+        let _atomic = state.batch();
         // Re-check under the lock: the namespace may have moved while we listed.
         if tree.child(parent, name) != Some(ino) || tree.child(new_parent, new_name) != target {
             return Err(FsError::Io("namespace changed during rename, retry".into()));
@@ -307,18 +311,17 @@ impl Fs {
         if let Some(target) = target {
             self.remove_node(&mut tree, target);
         }
+        // Every object under the old name is owed a delete once its copy is made;
+        // queued (after the move) so that a restart never shows the old name again.
+        let moved: Vec<u64> = std::iter::once(ino).chain(tree.descendants(ino)).collect();
+        let mut old_keys: Vec<(String, Option<String>)> = moved
+            .iter()
+            .filter_map(|&node| tree.get(node).and_then(|i| i.stored.clone()))
+            .map(|stored| (stored.key, Some(stored.etag)))
+            .collect();
         if moving_dir {
             if let Some(path) = tree.path(ino) {
-                let old_marker = self.config.prefix.dir_prefix(&path);
-                tree.queue_delete(old_marker);
-            }
-        }
-        // Every object under the old name is owed a delete once its copy is made;
-        // queued now so that a restart never shows the old name again.
-        let moved: Vec<u64> = std::iter::once(ino).chain(tree.descendants(ino)).collect();
-        for &node in &moved {
-            if let Some(stored) = tree.get(node).and_then(|i| i.stored.clone()) {
-                tree.queue_delete(stored.key);
+                old_keys.push((self.config.prefix.dir_prefix(&path), None));
             }
         }
         tree.detach(ino);
@@ -330,6 +333,9 @@ impl Fs {
         }
         if let Some(children) = tree.get_mut(new_parent).and_then(|p| p.children.as_mut()) {
             children.insert(new_name.to_string(), ino);
+        }
+        for (key, etag) in old_keys {
+            self.owe_delete(&mut tree, key, etag);
         }
         for &node in &moved {
             tree.mark_dirty(node);

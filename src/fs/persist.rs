@@ -44,6 +44,7 @@ impl Fs {
         let wanted = path.filter(|_| tree.dirty.contains_key(&ino));
         let old = tree.persisted.get(&ino).cloned();
         if let Some(old) = old.filter(|o| wanted.as_ref() != Some(o)) {
+            tracing::debug!(path = %old, "record removed");
             if let Err(err) = tree.state.remove_entry(&old) {
                 tracing::error!(path = %old, %err, "cannot update the state");
             }
@@ -85,6 +86,7 @@ impl Fs {
                 .as_ref()
                 .is_none_or(|s| s.meta_version != inode.meta_version),
         };
+        tracing::debug!(%path, "recorded");
         if let Err(err) = tree.state.put_entry(&record) {
             tracing::error!(%path, %err, "cannot record a local change in the state");
             return;
@@ -101,12 +103,26 @@ impl Fs {
                 return;
             }
         };
+        let state = tree.state.clone();
+        let _atomic = state.batch();
         let restored = entries.len();
         for record in entries {
             self.restore_entry(tree, cache, record);
         }
-        for key in deletes {
-            tree.pending_deletes.insert(key);
+        for (key, etag) in deletes {
+            tree.pending_deletes.insert(key, etag);
+        }
+        // A write cut short by the crash may have created an object that nothing in
+        // the namespace owns any more (its file was removed or renamed meanwhile).
+        match tree.state.take_inflight() {
+            Ok(keys) => {
+                for key in keys {
+                    if self.key_owner(tree, &key).is_none() {
+                        tree.queue_delete(key, None);
+                    }
+                }
+            }
+            Err(err) => tracing::error!(%err, "cannot read interrupted uploads from the state"),
         }
         if restored > 0 || !tree.pending_deletes.is_empty() {
             tracing::info!(
@@ -118,6 +134,7 @@ impl Fs {
     }
 
     fn restore_entry(&self, tree: &mut Tree, cache: &Cache, record: EntryRecord) {
+        tracing::debug!(path = %record.path, base = ?record.base, "restoring");
         let parts: Vec<&str> = record.path.split('/').collect();
         if parts.iter().any(|p| !crate::mapping::is_valid_name(p)) {
             tracing::error!(path = %record.path, "unusable path in the state; skipped");

@@ -29,12 +29,12 @@ pub enum JobKind {
     /// Upload a small body: a directory marker or a symlink target.
     PutBody(Bytes),
     /// Server-side copy from where the bucket already holds this content.
-    Copy {
-        from: String,
-    },
+    Copy { from: String },
     /// Bring the whole file into the cache: its object is about to be overwritten.
     Materialize,
-    Delete,
+    /// Delete the object; with an ETag, only if it is still that version (a newer
+    /// object at the key is someone's data, perhaps ours from before a crash).
+    Delete { etag: Option<String> },
 }
 
 pub struct Job {
@@ -48,6 +48,17 @@ pub struct Job {
 }
 
 impl Job {
+    /// A short name of what the job does, for logs.
+    pub fn action(&self) -> &'static str {
+        match self.kind {
+            JobKind::UploadFile { .. } => "upload",
+            JobKind::PutBody(_) => "put",
+            JobKind::Copy { .. } => "copy",
+            JobKind::Materialize => "fetch",
+            JobKind::Delete { .. } => "delete",
+        }
+    }
+
     /// Keys this job reads or writes; no two jobs on one key run at once.
     pub fn keys(&self) -> Vec<String> {
         match &self.kind {
@@ -55,6 +66,18 @@ impl Job {
             _ => vec![self.key.clone()],
         }
     }
+}
+
+/// What a job did in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// An object was written; its new ETag.
+    Written(String),
+    Deleted,
+    /// A versioned delete found a newer object and left it alone.
+    Kept,
+    /// Nothing was sent (a fetch into the cache).
+    Local,
 }
 
 /// What the planner must leave alone this round.
@@ -103,10 +126,19 @@ impl Fs {
                 }
             }
         }
-        let deletes: Vec<String> = tree.pending_deletes.iter().cloned().collect();
-        for key in deletes {
-            if self.key_owner(&tree, &key).is_some() {
-                tree.unqueue_delete(&key); // the namespace has something there again
+        let deletes: Vec<(String, Option<String>)> = tree
+            .pending_deletes
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        for (key, etag) in deletes {
+            if let Some(owner) = self.key_owner(&tree, &key) {
+                // Something is at that name again: its own upload replaces the object
+                // (and `finish` drops the delete then). If it is removed before that,
+                // the delete is still owed, so it stays queued meanwhile.
+                if tree.get(owner).is_some_and(|i| i.in_sync_at(&key)) {
+                    tree.unqueue_delete(&key);
+                }
                 continue;
             }
             if tree.stored_keys.contains_key(&key) {
@@ -117,7 +149,7 @@ impl Fs {
                 jobs.push(Job {
                     id,
                     key,
-                    kind: JobKind::Delete,
+                    kind: JobKind::Delete { etag },
                     metadata: Metadata::new(),
                     data_version: 0,
                     meta_version: 0,
@@ -128,22 +160,55 @@ impl Fs {
         jobs
     }
 
-    /// Records the outcome of a job; `etag` is what the bucket answered.
-    pub fn finish(&self, job: &Job, etag: String) {
+    /// Records, before a job writes to the bucket, which key it writes.
+    pub fn start(&self, job: &Job) {
+        if matches!(job.kind, JobKind::Delete { .. } | JobKind::Materialize) {
+            return;
+        }
+        if let Err(err) = self.tree.lock().state.put_inflight(&job.key) {
+            tracing::error!(key = %job.key, %err, "cannot record an upload in the state");
+        }
+    }
+
+    /// Records the outcome of a job; `etag` is what the bucket answered. Each step is
+    /// ordered so that a crash between two state writes loses nothing: deletes owed are
+    /// queued before the upload stops counting as in flight.
+    pub fn finish(&self, job: &Job, outcome: Outcome) {
         let mut tree = self.tree.lock();
-        let ino = match (&job.id, &job.kind) {
-            (JobId::Delete(key), _) => {
+        let state = tree.state.clone();
+        let _atomic = state.batch();
+        let (ino, etag) = match (&job.id, outcome) {
+            (JobId::Delete(key), outcome) => {
                 tree.unqueue_delete(key);
+                if outcome == Outcome::Deleted {
+                    self.note_deleted(&mut tree, key);
+                }
                 return;
             }
-            (_, JobKind::Materialize) => return,
-            (JobId::Inode(ino), _) => *ino,
+            (JobId::Inode(ino), Outcome::Written(etag)) => (*ino, etag),
+            (JobId::Inode(_), _) => return,
         };
         let live = tree.get(ino).is_some_and(|i| !i.unlinked);
         if !live {
             // Removed while its upload ran: the new object is an orphan.
-            tree.queue_delete(job.key.clone());
-            return;
+            self.owe_delete(&mut tree, job.key.clone(), Some(etag));
+        } else {
+            self.record_stored(&mut tree, ino, job, etag);
+        }
+        if let Err(err) = tree.state.remove_inflight(&job.key) {
+            tracing::error!(key = %job.key, %err, "cannot update the state");
+        }
+    }
+
+    fn record_stored(&self, tree: &mut Tree, ino: u64, job: &Job, etag: String) {
+        let current = self.current_key(tree, ino);
+        if current.as_deref() == Some(job.key.as_str()) {
+            // The object at this key is now this inode's: a delete owed there is void.
+            tree.unqueue_delete(&job.key);
+        } else {
+            // Renamed while this job ran: the object just written is owed a delete once
+            // the inode's next copy lands.
+            self.owe_delete(tree, job.key.clone(), Some(etag.clone()));
         }
         let old = tree.get(ino).and_then(|i| i.stored.clone());
         let stored = Stored {
@@ -155,14 +220,20 @@ impl Fs {
         };
         tree.set_stored(ino, Some(stored));
         if let Some(old) = old.filter(|o| o.key != job.key) {
-            tree.queue_delete(old.key);
+            self.owe_delete(tree, old.key, Some(old.etag));
         }
-        let current = self.current_key(&tree, ino);
         if current.is_some_and(|k| tree.get(ino).is_some_and(|i| i.in_sync_at(&k))) {
             tree.dirty.remove(&ino);
             tree.urgent.remove(&ino);
         }
-        self.persist(&mut tree, ino);
+        self.persist(tree, ino);
+    }
+
+    /// A listing under way may have seen this key before it was deleted.
+    fn note_deleted(&self, tree: &mut Tree, key: &str) {
+        if let Some(deleted) = tree.deleted_during_listing.as_mut() {
+            deleted.insert(key.to_string());
+        }
     }
 
     /// Fetches every absent byte of a job's file into the cache (blocking).
@@ -174,6 +245,18 @@ impl Fs {
     ) -> FsResult<()> {
         content.ensure(0..size, 0..size, source, &self.fetcher)?;
         Ok(())
+    }
+
+    /// Queues the delete of an object this mount no longer needs at `key`, unless the
+    /// namespace already holds, in sync, something else there (a delete would destroy it).
+    pub(super) fn owe_delete(&self, tree: &mut Tree, key: String, etag: Option<String>) {
+        let owner_in_sync = self
+            .key_owner(tree, &key)
+            .and_then(|owner| tree.get(owner))
+            .is_some_and(|inode| inode.in_sync_at(&key));
+        if !owner_in_sync {
+            tree.queue_delete(key, etag);
+        }
     }
 
     /// The key an inode's object belongs at now, if it is in the namespace.
@@ -191,7 +274,7 @@ impl Fs {
     }
 
     /// The inode the namespace puts at `key`, among what is loaded.
-    fn key_owner(&self, tree: &Tree, key: &str) -> Option<u64> {
+    pub(super) fn key_owner(&self, tree: &Tree, key: &str) -> Option<u64> {
         let rest = key.strip_prefix(self.config.prefix.as_str())?;
         let (rest, want_dir) = match rest.strip_suffix('/') {
             Some(dir) => (dir, true),

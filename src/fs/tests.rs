@@ -382,3 +382,28 @@ fn changes_not_yet_uploaded_survive_a_restart() {
     assert_eq!(h.store.body("big").unwrap().as_ref(), &expected_big[..]);
     assert_eq!(h.store.body("d/r2").unwrap().as_ref(), b"remote r");
 }
+
+#[test]
+fn replacing_then_removing_a_file_deletes_the_replaced_object() {
+    let h = harness_with("", |s| {
+        s.insert("target", b"old target", Metadata::new());
+        s.insert("source", b"source", Metadata::new());
+    });
+    h.fs.lookup(ROOT, "target").unwrap();
+    h.fs.rename(ROOT, "source", ROOT, "target", RenameMode::Replace)
+        .unwrap();
+    // The uploader may plan in between: the delete owed at "target" must survive it.
+    let busy = NothingBusy;
+    let _ = h.fs.plan(Duration::from_secs(3600), false, &busy);
+    h.fs.unlink(ROOT, "target").unwrap();
+    h.flush();
+    assert!(h.store.keys().is_empty(), "left: {:?}", h.store.keys());
+}
+
+struct NothingBusy;
+
+impl crate::fs::plan::Busy for NothingBusy {
+    fn is_busy(&self, _: &crate::fs::plan::JobId, _: &str) -> bool {
+        false
+    }
+}

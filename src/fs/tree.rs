@@ -1,7 +1,7 @@
 //! The inode table and namespace: names <-> inodes, paths, and what each inode
 //! holds locally versus what the bucket holds for it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -105,14 +105,17 @@ pub struct Tree {
     pub dirty: BTreeMap<u64, Instant>,
     /// Inodes whose upload was asked to happen now (fsync), skipping the debounce.
     pub urgent: BTreeSet<u64>,
-    /// Keys to delete once nothing in the namespace or in flight needs them.
-    pub pending_deletes: BTreeSet<String>,
+    /// Keys to delete once nothing in the namespace or in flight needs them, with the
+    /// version meant (None: whatever is there, e.g. a directory marker).
+    pub pending_deletes: BTreeMap<String, Option<String>>,
     /// Key -> the live inode whose content the bucket holds there.
     pub stored_keys: HashMap<String, u64>,
     /// The durable copy of what is dirty and what is owed a delete.
     pub state: Arc<StateDb>,
     /// Inode -> path of its record in the durable state.
     pub persisted: HashMap<u64, String>,
+    /// While a LIST is under way: keys deleted meanwhile, which its answer may still show.
+    pub deleted_during_listing: Option<HashSet<String>>,
 }
 
 impl Tree {
@@ -124,24 +127,42 @@ impl Tree {
             next_ino: ROOT + 1,
             dirty: BTreeMap::new(),
             urgent: BTreeSet::new(),
-            pending_deletes: BTreeSet::new(),
+            pending_deletes: BTreeMap::new(),
             stored_keys: HashMap::new(),
             state,
             persisted: HashMap::new(),
+            deleted_during_listing: None,
         }
     }
 
-    /// Queues the delete of `key`, durably.
-    pub fn queue_delete(&mut self, key: String) {
-        if let Err(err) = self.state.put_delete(&key) {
+    /// Queues the delete of `key` (of version `etag` if known), durably.
+    pub fn queue_delete(&mut self, key: String, etag: Option<String>) {
+        // An unconditional delete (an upload cut short by a crash, whose version is
+        // unknown) stays unconditional; otherwise the latest version queued is meant.
+        let etag = match self.pending_deletes.get(&key) {
+            Some(None) => None,
+            _ => etag,
+        };
+        tracing::debug!(%key, ?etag, "delete queued");
+        if let Err(err) = self.state.put_delete(&key, etag.as_deref()) {
             tracing::error!(%key, %err, "cannot record a pending delete in the state");
         }
-        self.pending_deletes.insert(key);
+        self.pending_deletes.insert(key, etag);
+    }
+
+    /// Whether a listed object is one this mount is deleting (so it must not show).
+    pub fn is_being_deleted(&self, key: &str, etag: &str) -> bool {
+        match self.pending_deletes.get(key) {
+            Some(None) => true,
+            Some(Some(meant)) => same_etag(meant, etag),
+            None => false,
+        }
     }
 
     /// Drops a queued delete (done, or the key is in use again).
     pub fn unqueue_delete(&mut self, key: &str) {
-        if self.pending_deletes.remove(key) {
+        if self.pending_deletes.remove(key).is_some() {
+            tracing::debug!(%key, "delete dropped");
             if let Err(err) = self.state.remove_delete(key) {
                 tracing::error!(%key, %err, "cannot update a pending delete in the state");
             }
@@ -271,4 +292,9 @@ impl Tree {
             self.urgent.remove(&ino);
         }
     }
+}
+
+/// ETags compare without their quotes (servers differ in returning them).
+pub fn same_etag(a: &str, b: &str) -> bool {
+    a.trim_matches('"') == b.trim_matches('"')
 }

@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS entries (
     data_dirty INTEGER NOT NULL,
     meta_dirty INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS deletes (key TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS deletes (key TEXT PRIMARY KEY, etag TEXT);
+CREATE TABLE IF NOT EXISTS inflight (key TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
@@ -93,6 +94,28 @@ impl StateDb {
         Ok(StateDb {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Groups the writes until the returned guard drops into one transaction, so a
+    /// crash leaves all or none of them (a record and its pending delete, say).
+    pub fn batch(&self) -> Batch<'_> {
+        let conn = self.conn.lock();
+        if !conn.is_autocommit() {
+            // Already inside a batch: the outer one commits.
+            return Batch {
+                db: self,
+                open: false,
+            };
+        }
+        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        drop(conn);
+        if let Err(err) = &began {
+            tracing::error!(%err, "cannot begin a state transaction");
+        }
+        Batch {
+            db: self,
+            open: began.is_ok(),
+        }
     }
 
     pub fn put_entry(&self, r: &EntryRecord) -> StateResult<()> {
@@ -134,10 +157,12 @@ impl StateDb {
         Ok(())
     }
 
-    pub fn put_delete(&self, key: &str) -> StateResult<()> {
-        self.conn
-            .lock()
-            .execute("INSERT OR IGNORE INTO deletes VALUES (?1)", params![key])?;
+    /// Queues the delete of `key`; with `etag`, only while the object is that version.
+    pub fn put_delete(&self, key: &str, etag: Option<&str>) -> StateResult<()> {
+        self.conn.lock().execute(
+            "INSERT OR REPLACE INTO deletes VALUES (?1, ?2)",
+            params![key, etag],
+        )?;
         Ok(())
     }
 
@@ -146,6 +171,34 @@ impl StateDb {
             .lock()
             .execute("DELETE FROM deletes WHERE key = ?1", params![key])?;
         Ok(())
+    }
+
+    /// Records that a write to `key` is about to start: if the process dies before
+    /// its outcome is recorded, the next start checks whether anything owns `key`.
+    pub fn put_inflight(&self, key: &str) -> StateResult<()> {
+        self.conn
+            .lock()
+            .execute("INSERT OR IGNORE INTO inflight VALUES (?1)", params![key])?;
+        Ok(())
+    }
+
+    pub fn remove_inflight(&self, key: &str) -> StateResult<()> {
+        self.conn
+            .lock()
+            .execute("DELETE FROM inflight WHERE key = ?1", params![key])?;
+        Ok(())
+    }
+
+    /// Writes that were under way when the previous process ended; clears the list.
+    pub fn take_inflight(&self) -> StateResult<Vec<String>> {
+        let conn = self.conn.lock();
+        let keys = {
+            let mut stmt = conn.prepare("SELECT key FROM inflight ORDER BY key")?;
+            let rows = stmt.query_map([], |row| row.get(0))?;
+            rows.collect::<StateResult<Vec<String>>>()?
+        };
+        conn.execute("DELETE FROM inflight", [])?;
+        Ok(keys)
     }
 
     pub fn entries(&self) -> StateResult<Vec<EntryRecord>> {
@@ -185,10 +238,10 @@ impl StateDb {
         rows.collect()
     }
 
-    pub fn deletes(&self) -> StateResult<Vec<String>> {
+    pub fn deletes(&self) -> StateResult<Vec<(String, Option<String>)>> {
         let conn = self.conn.lock();
-        let mut stmt = conn.prepare("SELECT key FROM deletes ORDER BY key")?;
-        let rows = stmt.query_map([], |row| row.get(0))?;
+        let mut stmt = conn.prepare("SELECT key, etag FROM deletes ORDER BY key")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         rows.collect()
     }
 
@@ -216,6 +269,22 @@ impl StateDb {
         self.conn
             .lock()
             .query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
+    }
+}
+
+/// An open transaction of the state; commits when dropped.
+pub struct Batch<'a> {
+    db: &'a StateDb,
+    open: bool,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            if let Err(err) = self.db.conn.lock().execute_batch("COMMIT") {
+                tracing::error!(%err, "cannot commit a state transaction");
+            }
+        }
     }
 }
 
@@ -274,16 +343,43 @@ mod tests {
             db.put_entry(&record("a/b")).unwrap();
             db.put_entry(&record("gone")).unwrap();
             db.remove_entry("gone").unwrap();
-            db.put_delete("old/key").unwrap();
-            db.put_delete("dropped").unwrap();
+            db.put_delete("old/key", Some("\"e1\"")).unwrap();
+            db.put_delete("dropped", None).unwrap();
             db.remove_delete("dropped").unwrap();
             db.set_info("mounted", "yes").unwrap();
+            db.put_inflight("half/written").unwrap();
         }
         let db = StateDb::open(&path).unwrap();
         assert_eq!(db.entries().unwrap(), vec![record("a/b")]);
-        assert_eq!(db.deletes().unwrap(), vec!["old/key".to_string()]);
+        assert_eq!(
+            db.deletes().unwrap(),
+            vec![("old/key".to_string(), Some("\"e1\"".to_string()))]
+        );
         assert_eq!(db.info("mounted").unwrap().as_deref(), Some("yes"));
+        assert_eq!(
+            db.take_inflight().unwrap(),
+            vec!["half/written".to_string()]
+        );
+        assert!(db.take_inflight().unwrap().is_empty());
         db.sync_to_disk().unwrap();
+    }
+
+    #[test]
+    fn a_batch_commits_once_and_nests() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = StateDb::open(&path).unwrap();
+        {
+            let _outer = db.batch();
+            db.put_delete("a", None).unwrap();
+            {
+                let _inner = db.batch();
+                db.put_delete("b", None).unwrap();
+            }
+            // Not visible to another connection before the outer batch ends.
+            assert!(StateDb::open(&path).unwrap().deletes().unwrap().is_empty());
+        }
+        assert_eq!(StateDb::open(&path).unwrap().deletes().unwrap().len(), 2);
     }
 
     #[test]

@@ -8,26 +8,32 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use crate::cache::Content;
-use crate::fs::plan::{Job, JobKind};
+use crate::fs::plan::{Job, JobKind, Outcome};
 use crate::fs::Fs;
 use crate::store::{CompletedPart, Metadata, ObjectStore, StoreError, StoreResult};
 
 use super::UploaderConfig;
 
 /// Runs `job`; returns the ETag the bucket answered (empty for deletes).
-pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreResult<String> {
+pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreResult<Outcome> {
     let store = fs.store().clone();
     match &job.kind {
-        JobKind::Delete => store.delete(&job.key).await.map(|_| String::new()),
-        JobKind::Copy { from } => store.copy(from, &job.key, Some(&job.metadata)).await,
-        JobKind::PutBody(body) => store.put(&job.key, body.clone(), &job.metadata).await,
+        JobKind::Delete { etag } => delete_version(store.as_ref(), &job.key, etag.as_deref()).await,
+        JobKind::Copy { from } => store
+            .copy(from, &job.key, Some(&job.metadata))
+            .await
+            .map(Outcome::Written),
+        JobKind::PutBody(body) => store
+            .put(&job.key, body.clone(), &job.metadata)
+            .await
+            .map(Outcome::Written),
         JobKind::Materialize => {
             let ino = match job.id {
                 crate::fs::plan::JobId::Inode(ino) => ino,
-                _ => return Ok(String::new()),
+                _ => return Ok(Outcome::Local),
             };
             blocking(move || fs.materialize(ino)).await?;
-            Ok(String::new())
+            Ok(Outcome::Local)
         }
         JobKind::UploadFile {
             content,
@@ -37,7 +43,7 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
             let (content2, size2, source2, fs2) =
                 (content.clone(), *size, source.clone(), fs.clone());
             blocking(move || fs2.fill_content(&content2, size2, source2.as_ref())).await?;
-            if *size >= config.multipart_threshold {
+            let etag = if *size >= config.multipart_threshold {
                 upload_multipart(
                     store,
                     &job.key,
@@ -51,9 +57,30 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
                 store
                     .put_file(&job.key, content.path(), *size, &job.metadata)
                     .await
-            }
+            };
+            etag.map(Outcome::Written)
         }
     }
+}
+
+/// Deletes `key`, but with `etag` only while the object is still that version.
+async fn delete_version(
+    store: &dyn ObjectStore,
+    key: &str,
+    etag: Option<&str>,
+) -> StoreResult<Outcome> {
+    if let Some(meant) = etag {
+        match store.head(key).await {
+            Err(StoreError::NotFound(_)) => return Ok(Outcome::Deleted),
+            Err(err) => return Err(err),
+            Ok(info) if !crate::fs::same_etag(&info.etag, meant) => {
+                tracing::info!(key, "not deleted: the bucket holds a newer version");
+                return Ok(Outcome::Kept);
+            }
+            Ok(_) => {}
+        }
+    }
+    store.delete(key).await.map(|_| Outcome::Deleted)
 }
 
 async fn blocking(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::fs::plan::{Busy, Job, JobId};
+use crate::fs::plan::{Busy, Job, JobId, Outcome};
 use crate::fs::Fs;
 
 #[derive(Debug, Clone)]
@@ -98,7 +98,7 @@ impl Uploader {
     async fn drain(
         &self,
         tracker: &mut Tracker,
-        in_flight: &mut JoinSet<(Job, Result<String, String>)>,
+        in_flight: &mut JoinSet<(Job, Result<Outcome, String>)>,
         limit: Duration,
     ) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
@@ -123,7 +123,7 @@ impl Uploader {
     fn start_jobs(
         &self,
         tracker: &mut Tracker,
-        in_flight: &mut JoinSet<(Job, Result<String, String>)>,
+        in_flight: &mut JoinSet<(Job, Result<Outcome, String>)>,
         everything: bool,
     ) {
         let free = self.config.parallel.saturating_sub(in_flight.len());
@@ -141,6 +141,7 @@ impl Uploader {
             }
             tracker.ids.insert(job.id.clone());
             tracker.keys.extend(job.keys());
+            self.fs.start(&job);
             let (fs, config) = (self.fs.clone(), self.config.clone());
             in_flight.spawn(async move {
                 let result = super::transfer::run_job(fs, &job, &config)
@@ -154,7 +155,7 @@ impl Uploader {
     fn settle(
         &self,
         tracker: &mut Tracker,
-        joined: Result<(Job, Result<String, String>), tokio::task::JoinError>,
+        joined: Result<(Job, Result<Outcome, String>), tokio::task::JoinError>,
     ) {
         let (job, result) = match joined {
             Ok(done) => done,
@@ -168,15 +169,15 @@ impl Uploader {
             tracker.keys.remove(&key);
         }
         match result {
-            Ok(etag) => {
+            Ok(outcome) => {
                 tracker.backoff.remove(&job.id);
-                tracing::debug!(key = %job.key, "synced");
-                self.fs.finish(&job, etag);
+                tracing::debug!(key = %job.key, action = job.action(), "synced");
+                self.fs.finish(&job, outcome);
             }
             Err(err) => {
                 let attempts = tracker.backoff.get(&job.id).map_or(0, |(n, _)| *n) + 1;
                 let delay = backoff(attempts, self.config.max_backoff);
-                tracing::warn!(key = %job.key, attempts, retry_in = ?delay, "upload failed: {err}");
+                tracing::warn!(key = %job.key, action = job.action(), attempts, retry_in = ?delay, "failed: {err}");
                 tracker
                     .backoff
                     .insert(job.id.clone(), (attempts, Instant::now() + delay));

@@ -75,6 +75,13 @@ impl Env {
         let n = std::fs::read_dir(self.dir.path()).unwrap().count();
         let mnt = self.dir.path().join(format!("mnt{n}"));
         let cache = self.dir.path().join(format!("cache{n}"));
+        self.mount_at(source, &mnt, &cache, extra)
+    }
+
+    /// Mounts at a given mountpoint with a given cache dir (to remount after a crash).
+    pub fn mount_at(&self, source: &str, mnt: &Path, cache: &Path, extra: &[&str]) -> Mount {
+        let n = std::fs::read_dir(self.dir.path()).unwrap().count();
+        let mnt = mnt.to_path_buf();
         std::fs::create_dir_all(&mnt).unwrap();
         let log = std::fs::File::create(self.dir.path().join(format!("log{n}.txt"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_s3syncfs"))
@@ -82,7 +89,7 @@ impl Env {
             .arg(&mnt)
             .args(["--endpoint", &self.endpoint, "--path-style", "--foreground"])
             .arg("--cache-dir")
-            .arg(&cache)
+            .arg(cache)
             .args(if extra.contains(&"--upload-delay-ms") {
                 vec!["--request-timeout", "10"]
             } else {
@@ -184,6 +191,10 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.stop_server();
+        if std::env::var_os("KEEP_TEST_DIR").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!("test dir kept at {}", kept.display());
+        }
     }
 }
 
@@ -242,6 +253,19 @@ impl Mount {
 }
 
 impl Mount {
+    /// Kills the daemon with SIGKILL (a crash) and detaches the dead mount.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let status = Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "could not detach the dead mount");
+    }
+
     /// Sends SIGTERM to the daemon (which we started) and waits for it to exit.
     pub fn terminate(mut self) {
         let mut child = self.child.take().unwrap();
