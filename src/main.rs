@@ -59,6 +59,9 @@ struct MountArgs {
     /// Entries per listing whose metadata is fetched (HEAD) in the background; 0 = none.
     #[arg(long, default_value_t = 1000)]
     metadata_fill: usize,
+    /// fsync returns only once the file is in the bucket (default: once it is on local disk).
+    #[arg(long)]
+    fsync_remote: bool,
     /// Threads serving FUSE requests.
     #[arg(long, default_value_t = 16)]
     fuse_threads: usize,
@@ -150,6 +153,7 @@ fn options_from(args: &MountArgs) -> anyhow::Result<MountOptions> {
         upload_delay: Duration::from_millis(args.upload_delay_ms),
         unmount_timeout: Duration::from_secs(args.unmount_timeout),
         metadata_fill: args.metadata_fill,
+        fsync_remote: args.fsync_remote,
         fuse_threads: args.fuse_threads.max(1),
     })
 }

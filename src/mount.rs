@@ -32,6 +32,7 @@ pub struct MountOptions {
     pub upload_delay: Duration,
     pub unmount_timeout: Duration,
     pub metadata_fill: usize,
+    pub fsync_remote: bool,
     pub fuse_threads: usize,
 }
 
@@ -168,6 +169,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
                 defaults: DefaultAttrs::default(),
                 request_timeout: options.request_timeout,
                 metadata_fill: options.metadata_fill,
+                fsync_remote: options.fsync_remote,
             },
         );
         let mut config = Config::default();

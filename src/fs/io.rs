@@ -209,6 +209,25 @@ impl Fs {
             return Err(FsError::Io(err.to_string()));
         }
         self.wake.notify_one();
+        if self.config.fsync_remote {
+            return self.wait_uploaded(ino);
+        }
+        Ok(())
+    }
+
+    /// With `fsync_remote`: waits until the bucket holds the file as it is now, or fails
+    /// with EIO once the bound passes (the upload itself goes on in the background).
+    fn wait_uploaded(&self, ino: u64) -> FsResult<()> {
+        let deadline = std::time::Instant::now() + self.config.request_timeout * 4;
+        while self.tree.lock().dirty.contains_key(&ino) {
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(ino, "fsync: the upload did not finish in time");
+                return Err(FsError::Io(
+                    "upload not finished before the fsync bound".into(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         Ok(())
     }
 }

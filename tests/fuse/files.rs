@@ -123,3 +123,27 @@ fn statfs_reports_a_large_filesystem() {
     assert_eq!(st.f_namemax, 255);
     mnt.unmount();
 }
+
+#[test]
+fn fsync_remote_returns_once_the_object_is_in_the_bucket() {
+    let env = Env::new();
+    // A long upload delay: only the fsync can make the upload happen now.
+    let mnt = env.mount_with(
+        crate::support::BUCKET,
+        &["--fsync-remote", "--upload-delay-ms", "600000"],
+    );
+    let mut f = fs::File::create(mnt.p("durable.txt")).unwrap();
+    f.write_all(b"in the bucket when fsync returns").unwrap();
+    f.sync_all().unwrap();
+    assert_eq!(
+        env.get("durable.txt").unwrap().0,
+        b"in the bucket when fsync returns"
+    );
+    fs::write(mnt.p("lazy.txt"), b"not fsynced").unwrap();
+    assert!(
+        env.get("lazy.txt").is_none(),
+        "uploaded without fsync despite the delay"
+    );
+    drop(f);
+    mnt.unmount();
+}
