@@ -22,6 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Mount BUCKET[:PREFIX] at MOUNTPOINT.
+    #[command(args_override_self = true)] // a later option wins, as in fstab option lists
     Mount(MountArgs),
     /// Unmount a mounted s3syncfs; pending uploads finish (bounded) before the daemon exits.
     Unmount { mountpoint: PathBuf },

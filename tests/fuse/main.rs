@@ -5,5 +5,6 @@ mod cli;
 mod crash;
 mod dirs;
 mod files;
+mod outage;
 mod remote;
 mod support;

@@ -78,6 +78,13 @@ impl Env {
         self.mount_at(source, &mnt, &cache, extra)
     }
 
+    /// Mounts through `endpoint` (a proxy) instead of the server itself.
+    pub fn mount_via(&self, endpoint: &str, extra: &[&str]) -> Mount {
+        let mut args = vec!["--endpoint", endpoint];
+        args.extend_from_slice(extra);
+        self.mount_with(BUCKET, &args)
+    }
+
     /// Mounts at a given mountpoint with a given cache dir (to remount after a crash).
     pub fn mount_at(&self, source: &str, mnt: &Path, cache: &Path, extra: &[&str]) -> Mount {
         let n = std::fs::read_dir(self.dir.path()).unwrap().count();
@@ -90,11 +97,7 @@ impl Env {
             .args(["--endpoint", &self.endpoint, "--path-style", "--foreground"])
             .arg("--cache-dir")
             .arg(cache)
-            .args(if extra.contains(&"--upload-delay-ms") {
-                vec!["--request-timeout", "10"]
-            } else {
-                vec!["--upload-delay-ms", "100", "--request-timeout", "10"]
-            })
+            .args(["--upload-delay-ms", "100", "--request-timeout", "10"])
             .args(["--log-level", "info,s3syncfs=debug"])
             .args(extra)
             .envs(credentials_env())
@@ -179,6 +182,22 @@ impl Env {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.backend.stats()
+    }
+
+    /// Starts the server again on the same address with the same data (after an outage).
+    pub fn start_server(&mut self) {
+        assert!(self.server.is_none(), "server already running");
+        let addr = self.endpoint.trim_start_matches("http://").parse().unwrap();
+        let server = self
+            .rt
+            .block_on(Server::start(
+                self.backend.clone(),
+                addr,
+                ACCESS_KEY,
+                SECRET_KEY,
+            ))
+            .unwrap();
+        self.server = Some(server);
     }
 
     pub fn stop_server(&mut self) {
@@ -328,4 +347,95 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[seed as usize % 4] ^ seed)
         .collect()
+}
+
+/// A TCP proxy on 127.0.0.1 in front of the server that can freeze: while frozen it
+/// accepts connections and holds them without forwarding a byte (a hung endpoint).
+pub struct FreezableProxy {
+    pub endpoint: String,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezableProxy {
+    pub fn start(target: &str) -> FreezableProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let target: std::net::SocketAddr = target.trim_start_matches("http://").parse().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let frozen = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (frozen2, stop2) = (frozen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let (frozen, stop) = (frozen2.clone(), stop2.clone());
+                    std::thread::spawn(move || pump(from, to, &frozen, &stop));
+                }
+            }
+        });
+        FreezableProxy {
+            endpoint,
+            frozen,
+            stop,
+        }
+    }
+
+    pub fn freeze(&self, on: bool) {
+        self.frozen.store(on, std::sync::atomic::Ordering::SeqCst);
+        // Pumps notice the flag between reads (20 ms apart); let each one see it.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies bytes one way; while frozen it neither reads nor writes, holding the socket.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    frozen: &std::sync::atomic::AtomicBool,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::SeqCst) {
+        if frozen.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }

@@ -1,0 +1,76 @@
+//! The bucket going away while the mount is in use: local work goes on, uploads wait
+//! and finish by themselves once the server is back; uncached reads fail, not hang.
+
+use std::fs;
+
+use crate::support::{wait_until, Env, FreezableProxy, BUCKET};
+
+#[test]
+fn writes_go_on_during_an_outage_and_reach_the_bucket_after_it() {
+    let mut env = Env::new();
+    env.put("remote.bin", &vec![1u8; 100_000], &[]);
+    let mnt = env.mount_with(BUCKET, &["--request-timeout", "2"]);
+    fs::create_dir(mnt.p("docs")).unwrap();
+    fs::write(mnt.p("docs/before.txt"), b"before").unwrap();
+    wait_until("before.txt uploaded", || {
+        env.get("docs/before.txt").is_some()
+    });
+
+    env.stop_server();
+    fs::write(
+        mnt.p("docs/during.txt"),
+        b"written while the bucket was away",
+    )
+    .unwrap();
+    fs::rename(mnt.p("docs/before.txt"), mnt.p("docs/renamed.txt")).unwrap();
+    fs::write(mnt.p("gone-soon.txt"), b"x").unwrap();
+    fs::remove_file(mnt.p("gone-soon.txt")).unwrap();
+    assert_eq!(fs::read(mnt.p("docs/renamed.txt")).unwrap(), b"before");
+    assert_eq!(
+        fs::read(mnt.p("docs/during.txt")).unwrap(),
+        b"written while the bucket was away"
+    );
+    // Data that is not cached cannot be read: an error after the timeout, no hang.
+    let err = fs::read(mnt.p("remote.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+
+    env.start_server();
+    wait_until("changes made during the outage reach the bucket", || {
+        env.keys() == vec!["docs/", "docs/during.txt", "docs/renamed.txt", "remote.bin"]
+    });
+    assert_eq!(
+        env.get("docs/during.txt").unwrap().0,
+        b"written while the bucket was away"
+    );
+    assert_eq!(env.get("docs/renamed.txt").unwrap().0, b"before");
+    assert_eq!(fs::read(mnt.p("remote.bin")).unwrap(), vec![1u8; 100_000]);
+    mnt.unmount();
+}
+
+#[test]
+fn a_frozen_endpoint_delays_uploads_but_never_hangs_the_mount() {
+    let env = Env::new();
+    env.put("remote.bin", &vec![2u8; 50_000], &[]);
+    let proxy = FreezableProxy::start(&env.endpoint);
+    let mnt = env.mount_via(&proxy.endpoint, &["--request-timeout", "2"]);
+    assert_eq!(fs::read_dir(&mnt.path).unwrap().count(), 1); // listed while answering
+    proxy.freeze(true);
+    fs::write(mnt.p("while-frozen.txt"), b"no answer from the endpoint").unwrap();
+    assert_eq!(
+        fs::read(mnt.p("while-frozen.txt")).unwrap(),
+        b"no answer from the endpoint"
+    );
+    let err = fs::read(mnt.p("remote.bin")).unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::EIO),
+        "uncached read must fail, not hang"
+    );
+    assert!(env.get("while-frozen.txt").is_none());
+    proxy.freeze(false);
+    wait_until("upload after the endpoint answers again", || {
+        env.get("while-frozen.txt").is_some()
+    });
+    assert_eq!(fs::read(mnt.p("remote.bin")).unwrap(), vec![2u8; 50_000]);
+    mnt.unmount();
+}
