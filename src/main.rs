@@ -60,6 +60,10 @@ struct MountArgs {
     /// Entries per listing whose metadata is fetched (HEAD) in the background; 0 = none.
     #[arg(long, default_value_t = 1000)]
     metadata_fill: usize,
+    /// A listing with at most this many entries of unknown metadata waits for their HEADs
+    /// (exact modes and mtimes in its first `ls -l`); larger ones are filled in the background.
+    #[arg(long, default_value_t = 100)]
+    metadata_wait: usize,
     /// fsync returns only once the file is in the bucket (default: once it is on local disk).
     #[arg(long)]
     fsync_remote: bool,
@@ -154,6 +158,7 @@ fn options_from(args: &MountArgs) -> anyhow::Result<MountOptions> {
         upload_delay: Duration::from_millis(args.upload_delay_ms),
         unmount_timeout: Duration::from_secs(args.unmount_timeout),
         metadata_fill: args.metadata_fill,
+        metadata_wait: args.metadata_wait,
         fsync_remote: args.fsync_remote,
         fuse_threads: args.fuse_threads.max(1),
     })

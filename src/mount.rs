@@ -32,6 +32,7 @@ pub struct MountOptions {
     pub upload_delay: Duration,
     pub unmount_timeout: Duration,
     pub metadata_fill: usize,
+    pub metadata_wait: usize,
     pub fsync_remote: bool,
     pub fuse_threads: usize,
 }
@@ -169,6 +170,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
                 defaults: DefaultAttrs::default(),
                 request_timeout: options.request_timeout,
                 metadata_fill: options.metadata_fill,
+                metadata_wait: options.metadata_wait,
                 fsync_remote: options.fsync_remote,
             },
         );

@@ -102,7 +102,9 @@ impl Fs {
         ino: u64,
     ) -> FsResult<(Arc<Content>, Option<RemoteSource>, u64)> {
         let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
-        if inode.attr.kind != NodeKind::File {
+        // A symlink found by a metadata lookup after the kernel cached it as a file
+        // reads as its object's body until the kernel looks it up again.
+        if inode.attr.kind == NodeKind::Dir {
             return Err(FsError::IsDir);
         }
         let source = inode.stored.as_ref().map(|s| RemoteSource {

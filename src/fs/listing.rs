@@ -53,7 +53,7 @@ impl Fs {
             }
             to_fill
         };
-        self.spawn_fill(to_fill);
+        self.fill_metadata(to_fill);
         Ok(())
     }
 
@@ -146,34 +146,45 @@ impl Fs {
         }
     }
 
-    /// Looks up metadata of listed entries in the background, a few at a time.
-    fn spawn_fill(self: &Arc<Self>, entries: Vec<(u64, String)>) {
+    /// Looks up metadata of listed entries, a few at a time: before the listing returns
+    /// for a small directory (so `ls -l` shows exact attributes at once), in the
+    /// background for a large one (so its `ls -l` costs LIST requests only).
+    fn fill_metadata(self: &Arc<Self>, entries: Vec<(u64, String)>) {
         if entries.is_empty() {
             return;
         }
-        let fs = self.clone();
-        self.runtime.spawn(async move {
-            let semaphore = Arc::new(tokio::sync::Semaphore::new(FILL_PARALLEL));
-            let mut tasks = tokio::task::JoinSet::new();
-            for (ino, key) in entries {
-                let (fs, semaphore) = (fs.clone(), semaphore.clone());
-                tasks.spawn(async move {
-                    let Ok(_permit) = semaphore.acquire().await else {
-                        return;
-                    };
-                    let timeout = fs.config.request_timeout;
-                    if let Ok(Ok(info)) = tokio::time::timeout(timeout, fs.store.head(&key)).await {
-                        fs.apply_head(ino, &key, &info);
-                    } else if key.ends_with('/') {
-                        // No marker: an implicit directory keeps the defaults.
-                        if let Some(inode) = fs.tree.lock().get_mut(ino) {
-                            inode.meta_known = true;
-                        }
+        let fill = self.clone().fill(entries.clone());
+        if entries.len() <= self.config.metadata_wait {
+            let timeout = self.config.request_timeout;
+            let _ = self
+                .runtime
+                .block_on(async move { tokio::time::timeout(timeout, fill).await });
+        } else {
+            self.runtime.spawn(fill);
+        }
+    }
+
+    async fn fill(self: Arc<Self>, entries: Vec<(u64, String)>) {
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(FILL_PARALLEL));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (ino, key) in entries {
+            let (fs, semaphore) = (self.clone(), semaphore.clone());
+            tasks.spawn(async move {
+                let Ok(_permit) = semaphore.acquire().await else {
+                    return;
+                };
+                let timeout = fs.config.request_timeout;
+                if let Ok(Ok(info)) = tokio::time::timeout(timeout, fs.store.head(&key)).await {
+                    fs.apply_head(ino, &key, &info);
+                } else if key.ends_with('/') {
+                    // No marker: an implicit directory keeps the defaults.
+                    if let Some(inode) = fs.tree.lock().get_mut(ino) {
+                        inode.meta_known = true;
                     }
-                });
-            }
-            while tasks.join_next().await.is_some() {}
-        });
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
     }
 
     /// Applies a HEAD's metadata to an inode nobody changed locally since it was listed.
@@ -181,7 +192,11 @@ impl Fs {
         let mut tree = self.tree.lock();
         let Some(inode) = tree.get(ino) else { return };
         let untouched = inode.data_version == 0 && inode.meta_version == 0 && !inode.unlinked;
-        let same_version = inode.stored.as_ref().is_none_or(|s| s.etag == info.etag);
+        // Some servers list no ETags: an unknown version is taken as this one.
+        let same_version = inode
+            .stored
+            .as_ref()
+            .is_none_or(|s| s.etag.is_empty() || super::tree::same_etag(&s.etag, &info.etag));
         if !untouched || !same_version {
             return;
         }

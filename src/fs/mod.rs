@@ -40,6 +40,8 @@ pub struct FsConfig {
     pub request_timeout: Duration,
     /// How many entries a listing may look up (HEAD) in the background for their metadata.
     pub metadata_fill: usize,
+    /// Listings with at most this many such entries wait for their metadata.
+    pub metadata_wait: usize,
     /// fsync returns only once the file is in the bucket (otherwise: on local disk).
     pub fsync_remote: bool,
 }

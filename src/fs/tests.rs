@@ -50,6 +50,7 @@ fn start(prefix: &str, store: Arc<MemoryStore>, dir: tempfile::TempDir) -> Harne
             defaults: DefaultAttrs::default(),
             request_timeout: Duration::from_secs(5),
             metadata_fill: 0,
+            metadata_wait: 0,
             fsync_remote: false,
         },
     );

@@ -139,9 +139,10 @@ impl Tree {
     pub fn queue_delete(&mut self, key: String, etag: Option<String>) {
         // An unconditional delete (an upload cut short by a crash, whose version is
         // unknown) stays unconditional; otherwise the latest version queued is meant.
+        // A server that sent no ETag leaves the version unknown: delete unconditionally.
         let etag = match self.pending_deletes.get(&key) {
             Some(None) => None,
-            _ => etag,
+            _ => etag.filter(|e| !e.is_empty()),
         };
         tracing::debug!(%key, ?etag, "delete queued");
         if let Err(err) = self.state.put_delete(&key, etag.as_deref()) {
