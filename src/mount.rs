@@ -37,6 +37,9 @@ pub struct MountOptions {
     pub fuse_threads: usize,
 }
 
+/// State key naming the bucket this cache dir was last mounted with (offline start).
+const MOUNTED_BEFORE: &str = "mounted_bucket";
+
 /// Splits `BUCKET[:PREFIX]`.
 pub fn parse_source(source: &str) -> anyhow::Result<(String, KeyPrefix)> {
     let (bucket, prefix) = source.split_once(':').unwrap_or((source, ""));
@@ -143,20 +146,36 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let store: Arc<dyn ObjectStore> = Arc::new(store);
+        let state = StateDb::open(&options.cache_dir.join("state.db"))
+            .with_context(|| format!("cannot open the state in {}", options.cache_dir.display()))?;
         let check = runtime.block_on(async {
             tokio::time::timeout(options.request_timeout, store.check_access()).await
         });
-        match check {
-            Ok(Ok(())) => {}
+        let unreachable = match check {
+            Ok(Ok(())) => None,
+            Ok(Err(err @ (StoreError::Transient(_) | StoreError::Timeout(_)))) => {
+                Some(explain_access_error(err, &options))
+            }
             Ok(Err(err)) => return Err(explain_access_error(err, &options)),
-            Err(_) => bail!(
+            Err(_) => Some(anyhow::anyhow!(
                 "cannot reach {}: no answer within {:?}",
                 options.endpoint,
                 options.request_timeout
-            ),
+            )),
+        };
+        match unreachable {
+            None => state
+                .set_info(MOUNTED_BEFORE, &options.bucket)
+                .context("cannot write the state")?,
+            // Offline start: only with the state of an earlier mount of this bucket.
+            Some(err)
+                if state.info(MOUNTED_BEFORE).ok().flatten().as_deref()
+                    == Some(&options.bucket) =>
+            {
+                tracing::warn!("{err:#}; starting offline from the state of the previous mount");
+            }
+            Some(err) => return Err(err),
         }
-        let state = StateDb::open(&options.cache_dir.join("state.db"))
-            .with_context(|| format!("cannot open the state in {}", options.cache_dir.display()))?;
         let keep = cache_files_in_use(&state).context("cannot read the state")?;
         let cache = Cache::open(&options.cache_dir, &keep)
             .with_context(|| format!("cannot use cache dir {}", options.cache_dir.display()))?;

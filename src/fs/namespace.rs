@@ -31,11 +31,26 @@ pub enum RenameMode {
 }
 
 impl Fs {
+    /// Lists `dir` if it can be; when the bucket is unreachable, goes on with what the
+    /// namespace holds (false) so local work continues offline.
+    fn listed_or_offline(self: &Arc<Self>, dir: u64) -> FsResult<bool> {
+        match self.ensure_listed(dir) {
+            Ok(()) => Ok(true),
+            Err(FsError::Io(why)) => {
+                tracing::debug!(dir, %why, "working offline in an unlisted directory");
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     pub fn lookup(self: &Arc<Self>, parent: u64, name: &str) -> FsResult<Attr> {
         if name.len() > 255 {
             return Err(FsError::NameTooLong);
         }
-        self.ensure_listed(parent)?;
+        // Offline, a name the namespace does not hold reads as absent, so that files
+        // can still be created; the bucket's entries merge in once it can be listed.
+        self.listed_or_offline(parent)?;
         let tree = self.tree.lock();
         let ino = tree.child(parent, name).ok_or(FsError::NotFound)?;
         Ok(tree.get(ino).ok_or(FsError::NotFound)?.attr)
@@ -43,7 +58,7 @@ impl Fs {
 
     /// All entries of a directory, `.` and `..` first.
     pub fn readdir(self: &Arc<Self>, ino: u64) -> FsResult<Vec<DirEntry>> {
-        self.ensure_listed(ino)?;
+        self.listed_or_offline(ino)?;
         let tree = self.tree.lock();
         let dir = tree.get(ino).ok_or(FsError::NotFound)?;
         let children = dir.children.as_ref().ok_or(FsError::NotDir)?;
@@ -134,7 +149,7 @@ impl Fs {
         init: impl FnOnce(&mut super::tree::Inode),
     ) -> FsResult<u64> {
         check_name(name)?;
-        self.ensure_listed(parent)?;
+        self.listed_or_offline(parent)?;
         let mut tree = self.tree.lock();
         if tree.child(parent, name).is_some() {
             return Err(FsError::Exists);

@@ -74,3 +74,49 @@ fn a_frozen_endpoint_delays_uploads_but_never_hangs_the_mount() {
     assert_eq!(fs::read(mnt.p("remote.bin")).unwrap(), vec![2u8; 50_000]);
     mnt.unmount();
 }
+
+#[test]
+fn the_mount_starts_offline_from_the_state_of_a_previous_mount() {
+    let mut env = Env::new();
+    let mnt_dir = env.dir.path().join("offline-mnt");
+    let cache = env.dir.path().join("offline-cache");
+    // Without state, an unreachable bucket is an error.
+    env.stop_server();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_s3syncfs"))
+        .args(["mount", BUCKET])
+        .arg(&mnt_dir)
+        .args([
+            "--endpoint",
+            &env.endpoint,
+            "--path-style",
+            "--request-timeout",
+            "2",
+        ])
+        .arg("--cache-dir")
+        .arg(env.dir.path().join("never-mounted"))
+        .env("AWS_ACCESS_KEY_ID", "test-access-key")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    env.start_server();
+
+    let mount = env.mount_at(BUCKET, &mnt_dir, &cache, &["--upload-delay-ms", "600000"]);
+    fs::write(mount.p("pending.txt"), b"closed before the crash").unwrap();
+    mount.kill9();
+    env.stop_server();
+
+    let mount = env.mount_at(BUCKET, &mnt_dir, &cache, &["--request-timeout", "2"]);
+    assert!(mount.log_text().contains("starting offline"));
+    assert_eq!(
+        fs::read(mount.p("pending.txt")).unwrap(),
+        b"closed before the crash"
+    );
+    fs::write(mount.p("offline.txt"), b"created offline").unwrap();
+    env.start_server();
+    wait_until("both files reach the bucket", || {
+        env.get("pending.txt").is_some() && env.get("offline.txt").is_some()
+    });
+    assert_eq!(env.get("offline.txt").unwrap().0, b"created offline");
+    mount.unmount();
+}
