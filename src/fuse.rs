@@ -20,11 +20,14 @@ const TTL: Duration = Duration::from_secs(1);
 
 pub struct FuseAdapter {
     fs: Arc<Fs>,
+    /// Named by an extended attribute of the root, so `s3syncfs status MOUNTPOINT`
+    /// finds the daemon.
+    control_socket: std::path::PathBuf,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<Fs>) -> FuseAdapter {
-        FuseAdapter { fs }
+    pub fn new(fs: Arc<Fs>, control_socket: std::path::PathBuf) -> FuseAdapter {
+        FuseAdapter { fs, control_socket }
     }
 }
 
@@ -374,6 +377,27 @@ impl Filesystem for FuseAdapter {
     ) {
         // Terminal and filesystem ioctls do not apply to objects.
         reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        if ino.0 != crate::fs::ROOT || name != crate::control::CONTROL_XATTR {
+            return reply.error(Errno::from_i32(libc::ENODATA));
+        }
+        let value = self.control_socket.as_os_str().as_encoded_bytes();
+        if size == 0 {
+            reply.size(value.len() as u32);
+        } else if (size as usize) < value.len() {
+            reply.error(Errno::from_i32(libc::ERANGE));
+        } else {
+            reply.data(value);
+        }
     }
 
     fn fsyncdir(

@@ -2,6 +2,7 @@
 //! disk cache, with a background uploader.
 
 pub mod cache;
+pub mod control;
 pub mod fs;
 pub mod fuse;
 pub mod mapping;

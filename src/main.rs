@@ -26,6 +26,19 @@ enum Cmd {
     Mount(MountArgs),
     /// Unmount a mounted s3syncfs; pending uploads finish (bounded) before the daemon exits.
     Unmount { mountpoint: PathBuf },
+    /// Show what is waiting to reach the bucket.
+    Status {
+        mountpoint: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload everything pending now and return once it is in the bucket.
+    Sync {
+        mountpoint: PathBuf,
+        /// Give up (exit 1) after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -83,6 +96,15 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Mount(args) => mount_command(args),
         Cmd::Unmount { mountpoint } => unmount_command(&mountpoint),
+        Cmd::Status { mountpoint, json } => {
+            report(control_request(&mountpoint, "status", 10), |lines| {
+                status_output(lines, json)
+            })
+        }
+        Cmd::Sync {
+            mountpoint,
+            timeout,
+        } => report(control_request(&mountpoint, "sync", timeout), sync_output),
     }
 }
 
@@ -255,4 +277,96 @@ fn unmount_command(mountpoint: &PathBuf) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Finds the daemon of `mountpoint` (an extended attribute of its root names the
+/// control socket), sends `request` and returns the answer's lines.
+fn control_request(
+    mountpoint: &std::path::Path,
+    request: &str,
+    timeout: u64,
+) -> anyhow::Result<Vec<String>> {
+    use std::io::{BufRead, Write};
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())?;
+    let name = std::ffi::CString::new(s3syncfs::control::CONTROL_XATTR)?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: getxattr into a buffer of the length given.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        anyhow::bail!("{} is not an s3syncfs mount", mountpoint.display());
+    }
+    buf.truncate(n as usize);
+    let socket = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&buf));
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket)
+        .map_err(|e| anyhow::anyhow!("cannot reach the daemon at {}: {e}", socket.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(timeout.max(1))))?;
+    stream.write_all(format!("{request}\n").as_bytes())?;
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+    for line in BufReader::new(stream).lines() {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("gave up after {timeout} s; what is pending stays queued");
+        }
+        let line = line.map_err(|e| anyhow::anyhow!("no answer within {timeout} s: {e}"))?;
+        if request == "sync" {
+            if let Ok(p) = serde_json::from_str::<s3syncfs::control::SyncProgress>(&line) {
+                eprint!(
+                    "\rwaiting: {} files, {} deletes   ",
+                    p.files_waiting, p.deletes_waiting
+                );
+            }
+        }
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+fn report(
+    result: anyhow::Result<Vec<String>>,
+    show: impl FnOnce(&[String]) -> anyhow::Result<()>,
+) -> ExitCode {
+    match result.and_then(|lines| show(&lines)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("s3syncfs: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn status_output(lines: &[String], json: bool) -> anyhow::Result<()> {
+    let line = lines
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the daemon sent no status"))?;
+    if json {
+        println!("{line}");
+        return Ok(());
+    }
+    let s: s3syncfs::control::Status = serde_json::from_str(line)?;
+    println!("bucket:          {}:{}", s.bucket, s.prefix);
+    println!("files waiting:   {}", s.files_waiting);
+    println!("deletes waiting: {}", s.deletes_waiting);
+    println!("cache use:       {} bytes", s.cache_bytes);
+    Ok(())
+}
+
+fn sync_output(lines: &[String]) -> anyhow::Result<()> {
+    let last = lines
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("the daemon sent nothing"))?;
+    let progress: s3syncfs::control::SyncProgress = serde_json::from_str(last)?;
+    eprintln!();
+    if !progress.done {
+        anyhow::bail!("not everything is in the bucket yet");
+    }
+    println!("everything is in the bucket");
+    Ok(())
 }

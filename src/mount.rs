@@ -202,7 +202,8 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             MountOption::NoSuid,
         ];
         config.n_threads = Some(options.fuse_threads);
-        let session = Session::new(FuseAdapter::new(fs.clone()), &options.mountpoint, &config)
+        let adapter = FuseAdapter::new(fs.clone(), crate::control::socket_path(&options.cache_dir));
+        let session = Session::new(adapter, &options.mountpoint, &config)
             .with_context(|| format!("cannot mount at {}", options.mountpoint.display()))?;
         Ok((lock, runtime, fs, session))
     };
@@ -221,6 +222,18 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             ..UploaderConfig::default()
         },
     );
+    let control = crate::control::socket_path(&options.cache_dir);
+    {
+        let _in_runtime = runtime.enter();
+        if let Err(err) = crate::control::serve(
+            fs.clone(),
+            control,
+            options.bucket.clone(),
+            uploader.sync_flag(),
+        ) {
+            tracing::warn!(%err, "no control socket: status and sync will not work");
+        }
+    }
     let uploads = runtime.spawn(uploader.run(shutdown_rx, options.unmount_timeout));
     let mut unmounter = session.unmount_callable();
     runtime.spawn(async move {

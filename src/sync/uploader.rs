@@ -2,6 +2,7 @@
 //! failures with capped exponential backoff, and drains the queue at shutdown.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,11 +61,21 @@ impl Busy for Tracker {
 pub struct Uploader {
     fs: Arc<Fs>,
     config: UploaderConfig,
+    /// Set by `s3syncfs sync`: upload everything now, without the debounce.
+    sync_all: Arc<AtomicBool>,
 }
 
 impl Uploader {
     pub fn new(fs: Arc<Fs>, config: UploaderConfig) -> Uploader {
-        Uploader { fs, config }
+        Uploader {
+            fs,
+            config,
+            sync_all: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn sync_flag(&self) -> Arc<AtomicBool> {
+        self.sync_all.clone()
     }
 
     /// Runs until `shutdown` turns true, then tries to drain for at most `drain_for`.
@@ -76,7 +87,8 @@ impl Uploader {
             if *shutdown.borrow() {
                 break;
             }
-            self.start_jobs(&mut tracker, &mut in_flight, false);
+            let everything = self.sync_all.load(Ordering::SeqCst);
+            self.start_jobs(&mut tracker, &mut in_flight, everything);
             tokio::select! {
                 Some(joined) = in_flight.join_next() => self.settle(&mut tracker, joined),
                 _ = wake.notified() => {}

@@ -121,3 +121,35 @@ fn mounting_over_a_mounted_directory_is_refused() {
     assert_fails(&out, "already mounted");
     mnt.unmount();
 }
+
+#[test]
+fn status_shows_what_waits_and_sync_uploads_it() {
+    let env = Env::new();
+    let mnt = env.mount_with(BUCKET, &["--upload-delay-ms", "600000"]);
+    std::fs::write(mnt.p("waiting.txt"), b"not yet uploaded").unwrap();
+    let mountpoint = mnt.path.to_str().unwrap();
+    let out = s3syncfs(&env, &["status", mountpoint, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["files_waiting"], 1);
+    assert_eq!(status["bucket"], BUCKET);
+    assert!(env.get("waiting.txt").is_none());
+
+    let out = s3syncfs(&env, &["sync", mountpoint, "--timeout", "30"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.get("waiting.txt").unwrap().0, b"not yet uploaded");
+    let out = s3syncfs(&env, &["status", mountpoint]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("files waiting:   0"), "{text}");
+    let not_ours = s3syncfs(&env, &["status", env.dir.path().to_str().unwrap()]);
+    assert!(!not_ours.status.success());
+    mnt.unmount();
+}
