@@ -1,8 +1,9 @@
 //! The control socket (`CACHE_DIR/control.sock`, owner-only): `s3syncfs status` and
-//! `s3syncfs sync` talk to the daemon through it, one request line each.
+//! `s3syncfs sync` talk to the daemon through it, one request line each, answers as
+//! JSON lines.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::fs::Fs;
+use crate::store::Reach;
+use crate::sync::report::{Failure, UploadReport};
 
 /// The extended attribute of the mount's root that names the control socket.
 pub const CONTROL_XATTR: &str = "user.s3syncfs.control";
@@ -19,16 +22,38 @@ pub const CONTROL_XATTR: &str = "user.s3syncfs.control";
 pub struct Status {
     pub bucket: String,
     pub prefix: String,
+    /// "online", "offline" or "unknown" (no request made yet).
+    pub connection: String,
+    /// Unix seconds of the last change of `connection`.
+    pub connection_since: Option<u64>,
     pub files_waiting: usize,
+    pub bytes_waiting: u64,
     pub deletes_waiting: usize,
+    pub uploads_in_flight: usize,
+    pub bytes_in_flight: u64,
+    /// Jobs whose last attempt failed; they are retried with backoff.
+    pub failing: usize,
+    pub last_failure: Option<Failure>,
+    /// Unix seconds of the last successful write or delete in the bucket.
+    pub last_success: Option<u64>,
+    pub uploaded_files: u64,
+    pub uploaded_bytes: u64,
+    pub conflicts: u64,
     pub cache_bytes: u64,
+    pub cache_limit: Option<u64>,
 }
 
-/// One line of the answer to `sync`.
+/// One line of the answer to `sync`: what was pending at the call, and what is left.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SyncProgress {
-    pub files_waiting: usize,
-    pub deletes_waiting: usize,
+    pub total_files: usize,
+    pub total_bytes: u64,
+    pub total_deletes: usize,
+    pub files_left: usize,
+    pub bytes_left: u64,
+    pub deletes_left: usize,
+    /// The last failure of an upload, while uploads fail (offline, refused).
+    pub failing: Option<String>,
     pub done: bool,
 }
 
@@ -36,21 +61,26 @@ pub fn socket_path(cache_dir: &Path) -> PathBuf {
     cache_dir.join("control.sock")
 }
 
+/// What the control socket reads from.
+#[derive(Clone)]
+pub struct Daemon {
+    pub fs: Arc<Fs>,
+    pub bucket: String,
+    /// Count of `sync` calls under way (the uploader skips its debounce meanwhile).
+    pub sync_requests: Arc<AtomicUsize>,
+    pub report: Arc<UploadReport>,
+}
+
 /// Serves requests until the runtime shuts down.
-pub fn serve(
-    fs: Arc<Fs>,
-    path: PathBuf,
-    bucket: String,
-    sync_all: Arc<AtomicBool>,
-) -> std::io::Result<()> {
+pub fn serve(daemon: Daemon, path: PathBuf) -> std::io::Result<()> {
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (fs, bucket, sync_all) = (fs.clone(), bucket.clone(), sync_all.clone());
+            let daemon = daemon.clone();
             tokio::spawn(async move {
-                if let Err(err) = answer(stream, &fs, &bucket, &sync_all).await {
+                if let Err(err) = answer(stream, &daemon).await {
                     tracing::debug!(%err, "control request failed");
                 }
             });
@@ -59,54 +89,98 @@ pub fn serve(
     Ok(())
 }
 
-async fn answer(
-    stream: UnixStream,
-    fs: &Fs,
-    bucket: &str,
-    sync_all: &AtomicBool,
-) -> std::io::Result<()> {
+async fn answer(stream: UnixStream, daemon: &Daemon) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read).read_line(&mut line).await?;
     match line.trim() {
         "status" => {
-            let (files, deletes) = fs.pending();
-            let status = Status {
-                bucket: bucket.to_string(),
-                prefix: fs.config().prefix.as_str().to_string(),
-                files_waiting: files,
-                deletes_waiting: deletes,
-                cache_bytes: fs.cache().disk_usage(),
-            };
+            let status = status(daemon);
             write
                 .write_all(format!("{}\n", serde_json::to_string(&status)?).as_bytes())
                 .await
         }
-        "sync" => {
-            // Everything pending goes up now, without the debounce.
-            sync_all.store(true, Ordering::SeqCst);
-            loop {
-                let (files, deletes) = fs.pending();
-                let done = files == 0 && deletes == 0;
-                let progress = SyncProgress {
-                    files_waiting: files,
-                    deletes_waiting: deletes,
-                    done,
-                };
-                write
-                    .write_all(format!("{}\n", serde_json::to_string(&progress)?).as_bytes())
-                    .await?;
-                if done {
-                    sync_all.store(false, Ordering::SeqCst);
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+        "sync" => sync(daemon, &mut write).await,
         other => {
             write
                 .write_all(format!("{{\"error\":\"unknown request {other:?}\"}}\n").as_bytes())
                 .await
         }
+    }
+}
+
+fn status(daemon: &Daemon) -> Status {
+    let fs = &daemon.fs;
+    let pending = fs.pending();
+    let report = daemon.report.snapshot();
+    let (reach, since) = fs.store().stats().reach();
+    let usage = fs.cache().usage();
+    Status {
+        bucket: daemon.bucket.clone(),
+        prefix: fs.config().prefix.as_str().to_string(),
+        connection: match reach {
+            Reach::Online => "online",
+            Reach::Offline => "offline",
+            Reach::Unknown => "unknown",
+        }
+        .to_string(),
+        connection_since: (reach != Reach::Unknown).then_some(since),
+        files_waiting: pending.files,
+        bytes_waiting: pending.bytes,
+        deletes_waiting: pending.deletes,
+        uploads_in_flight: report.in_flight,
+        bytes_in_flight: report.in_flight_bytes,
+        failing: report.failing,
+        last_failure: report.last_failure,
+        last_success: report.last_success,
+        uploaded_files: report.uploaded_files,
+        uploaded_bytes: report.uploaded_bytes,
+        conflicts: fs.conflicts(),
+        cache_bytes: usage.used(),
+        cache_limit: usage.limit(),
+    }
+}
+
+/// Waits for what was pending at the call; changes made later are not waited for.
+async fn sync(daemon: &Daemon, write: &mut (impl AsyncWriteExt + Unpin)) -> std::io::Result<()> {
+    struct Request<'a>(&'a AtomicUsize);
+    impl Drop for Request<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    daemon.sync_requests.fetch_add(1, Ordering::SeqCst);
+    let _request = Request(&daemon.sync_requests);
+    daemon.fs.wake.notify_one();
+    let mark = daemon.fs.sync_mark();
+    let total = mark.total();
+    loop {
+        let left = daemon.fs.sync_remaining(&mark);
+        let done = left.files == 0 && left.deletes == 0;
+        let report = daemon.report.snapshot();
+        let progress = SyncProgress {
+            total_files: total.files,
+            total_bytes: total.bytes,
+            total_deletes: total.deletes,
+            files_left: left.files,
+            bytes_left: left.bytes,
+            deletes_left: left.deletes,
+            failing: (report.failing > 0)
+                .then(|| {
+                    report
+                        .last_failure
+                        .map(|f| format!("{}: {}", f.key, f.error))
+                })
+                .flatten(),
+            done,
+        };
+        // A client that gave up closes the socket: the write fails and the call ends.
+        write
+            .write_all(format!("{}\n", serde_json::to_string(&progress)?).as_bytes())
+            .await?;
+        if done {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

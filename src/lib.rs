@@ -2,6 +2,7 @@
 //! disk cache, with a background uploader.
 
 pub mod cache;
+pub mod client;
 pub mod control;
 pub mod fs;
 pub mod fuse;
@@ -10,3 +11,4 @@ pub mod mount;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod units;

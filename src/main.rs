@@ -6,6 +6,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use s3syncfs::client;
 use s3syncfs::mount::{self, MountOptions};
 
 #[derive(Parser)]
@@ -58,6 +59,11 @@ struct MountArgs {
     /// Local directory for cached data; must not be shared by two mounts.
     #[arg(long)]
     cache_dir: PathBuf,
+    /// Most disk space cached data may take (512M, 10G ...); default: unlimited. Clean
+    /// files are evicted least recently used first; changes not yet uploaded never are,
+    /// and once they alone fill it, writes fail with ENOSPC.
+    #[arg(long, value_parser = parse_cache_size)]
+    cache_size: Option<u64>,
     /// Stay in the foreground and log to stderr.
     #[arg(long)]
     foreground: bool,
@@ -96,15 +102,14 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Mount(args) => mount_command(args),
         Cmd::Unmount { mountpoint } => unmount_command(&mountpoint),
-        Cmd::Status { mountpoint, json } => {
-            report(control_request(&mountpoint, "status", 10), |lines| {
-                status_output(lines, json)
-            })
-        }
+        Cmd::Status { mountpoint, json } => outcome(client::status_command(&mountpoint, json)),
         Cmd::Sync {
             mountpoint,
             timeout,
-        } => report(control_request(&mountpoint, "sync", timeout), sync_output),
+        } => outcome(client::sync_command(
+            &mountpoint,
+            Duration::from_secs(timeout),
+        )),
     }
 }
 
@@ -176,6 +181,7 @@ fn options_from(args: &MountArgs) -> anyhow::Result<MountOptions> {
         region: args.region.clone(),
         path_style: args.path_style,
         cache_dir: absolute(&args.cache_dir),
+        cache_size: args.cache_size,
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
         upload_delay: Duration::from_millis(args.upload_delay_ms),
         unmount_timeout: Duration::from_secs(args.unmount_timeout),
@@ -184,6 +190,13 @@ fn options_from(args: &MountArgs) -> anyhow::Result<MountOptions> {
         fsync_remote: args.fsync_remote,
         fuse_threads: args.fuse_threads.max(1),
     })
+}
+
+fn parse_cache_size(text: &str) -> Result<u64, String> {
+    match s3syncfs::units::parse_size(text)? {
+        0 => Err("the cache size must be more than 0 (leave it out for no limit)".into()),
+        bytes => Ok(bytes),
+    }
 }
 
 /// The daemon's stdout was the readiness channel; after READY it points at /dev/null.
@@ -279,94 +292,12 @@ fn unmount_command(mountpoint: &PathBuf) -> ExitCode {
     }
 }
 
-/// Finds the daemon of `mountpoint` (an extended attribute of its root names the
-/// control socket), sends `request` and returns the answer's lines.
-fn control_request(
-    mountpoint: &std::path::Path,
-    request: &str,
-    timeout: u64,
-) -> anyhow::Result<Vec<String>> {
-    use std::io::{BufRead, Write};
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())?;
-    let name = std::ffi::CString::new(s3syncfs::control::CONTROL_XATTR)?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: getxattr into a buffer of the length given.
-    let n = unsafe {
-        libc::getxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        anyhow::bail!("{} is not an s3syncfs mount", mountpoint.display());
-    }
-    buf.truncate(n as usize);
-    let socket = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&buf));
-    let mut stream = std::os::unix::net::UnixStream::connect(&socket)
-        .map_err(|e| anyhow::anyhow!("cannot reach the daemon at {}: {e}", socket.display()))?;
-    stream.set_read_timeout(Some(Duration::from_secs(timeout.max(1))))?;
-    stream.write_all(format!("{request}\n").as_bytes())?;
-    let mut lines = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
-    for line in BufReader::new(stream).lines() {
-        if std::time::Instant::now() > deadline {
-            anyhow::bail!("gave up after {timeout} s; what is pending stays queued");
-        }
-        let line = line.map_err(|e| anyhow::anyhow!("no answer within {timeout} s: {e}"))?;
-        if request == "sync" {
-            if let Ok(p) = serde_json::from_str::<s3syncfs::control::SyncProgress>(&line) {
-                eprint!(
-                    "\rwaiting: {} files, {} deletes   ",
-                    p.files_waiting, p.deletes_waiting
-                );
-            }
-        }
-        lines.push(line);
-    }
-    Ok(lines)
-}
-
-fn report(
-    result: anyhow::Result<Vec<String>>,
-    show: impl FnOnce(&[String]) -> anyhow::Result<()>,
-) -> ExitCode {
-    match result.and_then(|lines| show(&lines)) {
+fn outcome(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("s3syncfs: {err:#}");
             ExitCode::from(1)
         }
     }
-}
-
-fn status_output(lines: &[String], json: bool) -> anyhow::Result<()> {
-    let line = lines
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("the daemon sent no status"))?;
-    if json {
-        println!("{line}");
-        return Ok(());
-    }
-    let s: s3syncfs::control::Status = serde_json::from_str(line)?;
-    println!("bucket:          {}:{}", s.bucket, s.prefix);
-    println!("files waiting:   {}", s.files_waiting);
-    println!("deletes waiting: {}", s.deletes_waiting);
-    println!("cache use:       {} bytes", s.cache_bytes);
-    Ok(())
-}
-
-fn sync_output(lines: &[String]) -> anyhow::Result<()> {
-    let last = lines
-        .last()
-        .ok_or_else(|| anyhow::anyhow!("the daemon sent nothing"))?;
-    let progress: s3syncfs::control::SyncProgress = serde_json::from_str(last)?;
-    eprintln!();
-    if !progress.done {
-        anyhow::bail!("not everything is in the bucket yet");
-    }
-    println!("everything is in the bucket");
-    Ok(())
 }

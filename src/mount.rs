@@ -28,6 +28,8 @@ pub struct MountOptions {
     pub region: String,
     pub path_style: bool,
     pub cache_dir: PathBuf,
+    /// Bytes the cache may take on disk; None: no limit.
+    pub cache_size: Option<u64>,
     pub request_timeout: Duration,
     pub upload_delay: Duration,
     pub unmount_timeout: Duration,
@@ -177,7 +179,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             Some(err) => return Err(err),
         }
         let keep = cache_files_in_use(&state).context("cannot read the state")?;
-        let cache = Cache::open(&options.cache_dir, &keep)
+        let cache = Cache::open(&options.cache_dir, &keep, options.cache_size)
             .with_context(|| format!("cannot use cache dir {}", options.cache_dir.display()))?;
         let fs = Fs::new(
             store,
@@ -225,12 +227,13 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
     let control = crate::control::socket_path(&options.cache_dir);
     {
         let _in_runtime = runtime.enter();
-        if let Err(err) = crate::control::serve(
-            fs.clone(),
-            control,
-            options.bucket.clone(),
-            uploader.sync_flag(),
-        ) {
+        let daemon = crate::control::Daemon {
+            fs: fs.clone(),
+            bucket: options.bucket.clone(),
+            sync_requests: uploader.sync_requests(),
+            report: uploader.report(),
+        };
+        if let Err(err) = crate::control::serve(daemon, control) {
             tracing::warn!(%err, "no control socket: status and sync will not work");
         }
     }

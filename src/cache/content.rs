@@ -4,12 +4,17 @@ use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::fetcher::Fetcher;
 use super::ranges::RangeSet;
+use super::usage::Usage;
 
 /// Where the absent bytes of a file can be read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,17 +38,97 @@ pub struct Content {
     fetching: Mutex<()>,
     /// End of the last read and the current readahead window (sequential detection).
     readahead: Mutex<(u64, u64)>,
+    usage: Arc<Usage>,
+    /// Disk bytes this file counts for in `usage`.
+    charged: AtomicU64,
+    /// Readers and writers at work: eviction leaves a pinned file alone.
+    pins: AtomicUsize,
+}
+
+/// Keeps a file's data from being evicted while it lives.
+pub struct Pin<'a>(&'a Content);
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        self.0.pins.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Content {
-    pub(super) fn new(path: PathBuf, file: File, present: RangeSet) -> Content {
-        Content {
+    pub(super) fn new(path: PathBuf, file: File, present: RangeSet, usage: Arc<Usage>) -> Content {
+        let content = Content {
             path,
             file,
             present: Mutex::new(present),
             fetching: Mutex::new(()),
             readahead: Mutex::new((u64::MAX, BLOCK)),
+            usage,
+            charged: AtomicU64::new(0),
+            pins: AtomicUsize::new(0),
+        };
+        content.recount();
+        content
+    }
+
+    /// Holds the data in place until the guard drops. A writer keeps it until the
+    /// write is recorded as a change, so eviction never drops bytes not yet dirty.
+    pub fn pin(&self) -> Pin<'_> {
+        self.pins.fetch_add(1, Ordering::SeqCst);
+        Pin(self)
+    }
+
+    /// Bytes the file takes on disk now.
+    pub fn disk_bytes(&self) -> u64 {
+        self.charged.load(Ordering::Relaxed)
+    }
+
+    /// Brings the file's charge in `usage` in line with its blocks on disk.
+    fn recount(&self) {
+        let now = self.file.metadata().map_or(0, |m| m.blocks() * 512);
+        let old = self.charged.swap(now, Ordering::Relaxed);
+        self.usage.recharge(old, now);
+    }
+
+    /// How many bytes a write of `len` at `offset` may add on disk: none when it
+    /// overwrites allocated bytes (a database page), else `len`.
+    pub fn growth(&self, offset: u64, len: u64) -> u64 {
+        // SEEK_HOLE finds the first hole at or after `offset` (the end counts as one).
+        let hole = unsafe {
+            libc::lseek(
+                self.file.as_raw_fd(),
+                offset as libc::off_t,
+                libc::SEEK_HOLE,
+            )
+        };
+        if hole >= 0 && hole as u64 >= offset.saturating_add(len) {
+            0
+        } else {
+            len
         }
+    }
+
+    /// Drops the cached bytes of a file the bucket holds unchanged; they are fetched
+    /// again when read. Returns the bytes freed, or None while the file is pinned.
+    pub fn evict(&self) -> Option<u64> {
+        let mut present = self.present.lock();
+        if self.pins.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let before = self.disk_bytes();
+        let len = self.file.metadata().ok()?.len();
+        // Cutting to zero and back frees every block and keeps the length.
+        if self
+            .file
+            .set_len(0)
+            .and_then(|_| self.file.set_len(len))
+            .is_err()
+        {
+            self.recount();
+            return None;
+        }
+        *present = RangeSet::new();
+        self.recount();
+        Some(before.saturating_sub(self.disk_bytes()))
     }
 
     pub fn path(&self) -> &Path {
@@ -87,6 +172,7 @@ impl Content {
         if offset >= end {
             return Ok(Vec::new());
         }
+        let _pinned = self.pin();
         let window = self.readahead_window(offset, end);
         let wanted_end = align_up(end, BLOCK).saturating_add(window).min(len);
         self.ensure(
@@ -123,6 +209,7 @@ impl Content {
             // Nothing remote to read from: absent ranges are holes, i.e. zeros.
             return Ok(());
         };
+        let _pinned = self.pin();
         let _one_fetch = self.fetching.lock();
         let limit = source.size;
         let clamp = |r: Range<u64>| r.start.min(limit)..r.end.min(limit);
@@ -152,14 +239,21 @@ impl Content {
             }
         }
         present.insert(range);
+        drop(present);
+        self.recount();
         Ok(())
     }
 
     pub fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut present = self.present.lock();
-        self.file.write_all_at(data, offset)?;
-        present.insert(offset..offset + data.len() as u64);
-        Ok(())
+        let written = self.file.write_all_at(data, offset);
+        if written.is_ok() {
+            present.insert(offset..offset + data.len() as u64);
+        }
+        drop(present);
+        // Even a write cut short by a full disk may have taken blocks.
+        self.recount();
+        written
     }
 
     /// Cuts or extends the file; bytes past `len` are local from now on (zeros or writes).
@@ -167,6 +261,8 @@ impl Content {
         let mut present = self.present.lock();
         self.file.set_len(len)?;
         present.insert(len..u64::MAX);
+        drop(present);
+        self.recount();
         Ok(())
     }
 
@@ -192,6 +288,8 @@ impl Content {
     /// Files are not removed on drop: at exit the state may still need them.
     pub fn remove(&self) {
         super::remove_file_quietly(&self.path);
+        let old = self.charged.swap(0, Ordering::Relaxed);
+        self.usage.recharge(old, 0);
     }
 }
 

@@ -4,6 +4,7 @@
 mod content;
 mod fetcher;
 pub mod ranges;
+mod usage;
 
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
@@ -15,16 +16,19 @@ use std::sync::Arc;
 pub use content::{Content, RemoteSource};
 pub use fetcher::Fetcher;
 pub use ranges::RangeSet;
+pub use usage::Usage;
 
 pub struct Cache {
     data_dir: PathBuf,
     next_id: AtomicU64,
+    usage: Arc<Usage>,
 }
 
 impl Cache {
     /// Opens the cache under `dir`, keeping the content files named in `keep` (the
-    /// durable state still needs them) and removing every other one.
-    pub fn open(dir: &Path, keep: &HashSet<String>) -> io::Result<Cache> {
+    /// durable state still needs them) and removing every other one. `limit` bounds
+    /// the bytes of cache files on disk.
+    pub fn open(dir: &Path, keep: &HashSet<String>, limit: Option<u64>) -> io::Result<Cache> {
         let data_dir = dir.join("data");
         fs::create_dir_all(&data_dir)?;
         let mut highest = 0;
@@ -40,6 +44,7 @@ impl Cache {
         Ok(Cache {
             data_dir,
             next_id: AtomicU64::new(highest + 1),
+            usage: Arc::new(Usage::new(limit)),
         })
     }
 
@@ -53,7 +58,12 @@ impl Cache {
         }
         let path = self.data_dir.join(name);
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        Ok(Arc::new(Content::new(path, file, present)))
+        Ok(Arc::new(Content::new(
+            path,
+            file,
+            present,
+            self.usage.clone(),
+        )))
     }
 
     /// A new, empty content file; `present` says which ranges count as valid.
@@ -66,20 +76,17 @@ impl Cache {
             .create_new(true)
             .open(&path)?;
         file.set_len(len)?;
-        Ok(Arc::new(Content::new(path, file, present)))
+        Ok(Arc::new(Content::new(
+            path,
+            file,
+            present,
+            self.usage.clone(),
+        )))
     }
 
-    /// Bytes the cache files take on disk.
-    pub fn disk_usage(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        fs::read_dir(&self.data_dir)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok()?.metadata().ok())
-                    .map(|m| m.blocks() * 512)
-                    .sum()
-            })
-            .unwrap_or(0)
+    /// Bytes the cache files take on disk, and the limit.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
     }
 }
 

@@ -129,27 +129,54 @@ impl Fs {
 
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let (content, source, len) = self.content(&mut self.tree.lock(), ino)?;
-        Ok(content.read(offset, size, len, source.as_ref(), &self.fetcher)?)
+        self.recent.touch(ino);
+        let data = content.read(offset, size, len, source.as_ref(), &self.fetcher)?;
+        self.trim(ino);
+        Ok(data)
     }
 
+    /// Writes into the cache file. Past the cache limit, clean files are evicted to
+    /// make room; when only changed data is left, the write fails with ENOSPC.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let (content, _, _) = self.content(&mut self.tree.lock(), ino)?;
-        content.write(offset, data)?;
+        self.recent.touch(ino);
+        let len = data.len() as u64;
+        let pinned = content.pin();
+        let growth = content.growth(offset, len);
+        if growth > 0 && !self.make_room(growth) {
+            tracing::warn!(ino, "cache full of changes not yet uploaded: write refused");
+            return Err(FsError::NoSpace);
+        }
+        let mut written = content.write(offset, data);
+        if written.as_ref().is_err_and(is_disk_full) && self.free_disk(len) {
+            written = content.write(offset, data);
+        }
         let mut tree = self.tree.lock();
         let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
         let now = SystemTime::now();
-        inode.attr.size = inode.attr.size.max(offset + data.len() as u64);
+        if written.is_ok() {
+            inode.attr.size = inode.attr.size.max(offset + len);
+        }
+        // A failed write may still have changed bytes in place: the file counts as
+        // changed either way, so what the mount shows is what goes up.
         inode.attr.mtime = now;
         inode.attr.ctime = now;
         inode.data_version += 1;
         inode.meta_known = true;
         tree.mark_dirty(ino);
+        drop(pinned);
+        written?;
         Ok(data.len() as u32)
     }
 
     pub fn setattr(&self, ino: u64, change: SetAttr) -> FsResult<Attr> {
-        if let Some(size) = change.size {
-            let (content, _, _) = self.content(&mut self.tree.lock(), ino)?;
+        let content = match change.size {
+            Some(_) => Some(self.content(&mut self.tree.lock(), ino)?.0),
+            None => None,
+        };
+        // Pinned until the size change is recorded, like a write.
+        let _pinned = content.as_ref().map(|c| c.pin());
+        if let (Some(content), Some(size)) = (&content, change.size) {
             content.truncate(size)?;
         }
         let mut tree = self.tree.lock();
@@ -232,4 +259,8 @@ impl Fs {
         }
         Ok(())
     }
+}
+
+fn is_disk_full(err: &std::io::Error) -> bool {
+    err.raw_os_error() == Some(libc::ENOSPC)
 }

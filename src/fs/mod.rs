@@ -2,11 +2,13 @@
 //! It knows no FUSE types; `fuse.rs` translates.
 
 mod error;
+mod evict;
 mod io;
 mod listing;
 mod namespace;
 mod persist;
 pub mod plan;
+mod progress;
 pub mod tree;
 
 use std::collections::HashMap;
@@ -28,6 +30,7 @@ pub use error::{FsError, FsResult};
 pub use io::SetAttr;
 pub use namespace::{Caller, DirEntry, RenameMode};
 pub use persist::cache_files_in_use;
+pub use progress::{Pending, SyncMark};
 use tree::Tree;
 pub use tree::{same_etag, Attr, NodeKind, ROOT};
 
@@ -66,6 +69,10 @@ pub struct Fs {
     listing: Mutex<()>,
     handles: Mutex<HashMap<u64, OpenHandle>>,
     next_handle: AtomicU64,
+    /// Which cached files were used least recently (eviction order).
+    recent: evict::Recency,
+    /// Conflict copies made since the mount started.
+    conflicts: AtomicU64,
 }
 
 impl Fs {
@@ -101,6 +108,8 @@ impl Fs {
             listing: Mutex::new(()),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            recent: evict::Recency::new(),
+            conflicts: AtomicU64::new(0),
         });
         {
             let mut tree = fs.tree.lock();
@@ -119,6 +128,11 @@ impl Fs {
 
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// Conflict copies made since the mount started.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
     }
 
     /// Runs a store request from a FUSE thread, bounded by the request timeout.
@@ -176,12 +190,6 @@ impl Fs {
             block_size: BLOCK as u32,
             name_max: 255,
         }
-    }
-
-    /// How many inodes still wait for an upload, and keys for a delete.
-    pub fn pending(&self) -> (usize, usize) {
-        let tree = self.tree.lock();
-        (tree.dirty.len(), tree.pending_deletes.len())
     }
 }
 

@@ -260,7 +260,7 @@ impl Fs {
     }
 
     /// The key an inode's object belongs at now, if it is in the namespace.
-    fn current_key(&self, tree: &Tree, ino: u64) -> Option<String> {
+    pub(super) fn current_key(&self, tree: &Tree, ino: u64) -> Option<String> {
         if ino == ROOT {
             return None;
         }

@@ -10,7 +10,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::{Metadata, ObjectStore};
 use crate::sync::{Uploader, UploaderConfig};
 
-use super::{Caller, Fs, FsConfig, FsError, RenameMode, SetAttr, ROOT};
+use super::{Caller, Fs, FsConfig, FsError, Pending, RenameMode, SetAttr, ROOT};
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
@@ -32,6 +32,15 @@ fn harness_with(prefix: &str, setup: impl FnOnce(&MemoryStore)) -> Harness {
 
 /// A core over `store` whose cache and state live in `dir` (kept across restarts).
 fn start(prefix: &str, store: Arc<MemoryStore>, dir: tempfile::TempDir) -> Harness {
+    start_limited(prefix, store, dir, None)
+}
+
+fn start_limited(
+    prefix: &str,
+    store: Arc<MemoryStore>,
+    dir: tempfile::TempDir,
+    cache_limit: Option<u64>,
+) -> Harness {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,7 +48,7 @@ fn start(prefix: &str, store: Arc<MemoryStore>, dir: tempfile::TempDir) -> Harne
         .unwrap();
     let state = StateDb::open(&dir.path().join("state.db")).unwrap();
     let keep = super::cache_files_in_use(&state).unwrap();
-    let cache = Cache::open(dir.path(), &keep).unwrap();
+    let cache = Cache::open(dir.path(), &keep, cache_limit).unwrap();
     let fs = Fs::new(
         store.clone() as Arc<dyn ObjectStore>,
         runtime.handle().clone(),
@@ -74,7 +83,7 @@ impl Harness {
             .runtime
             .block_on(uploader.flush(Duration::from_secs(20)));
         assert!(done, "flush did not finish");
-        assert_eq!(self.fs.pending(), (0, 0));
+        assert_eq!(self.fs.pending(), Pending::default());
     }
 
     fn write_file(&self, parent: u64, name: &str, body: &[u8]) -> u64 {
@@ -331,7 +340,7 @@ fn an_unlinked_open_file_keeps_its_object_until_closed() {
     let attr = h.fs.lookup(ROOT, "g").unwrap();
     let fh = h.fs.open(attr.ino, false, false).unwrap();
     h.fs.unlink(ROOT, "g").unwrap();
-    assert_eq!(h.fs.pending(), (0, 1));
+    assert_eq!((h.fs.pending().files, h.fs.pending().deletes), (0, 1));
     assert_eq!(h.fs.read(attr.ino, 0, 100).unwrap(), b"still readable");
     h.fs.release(fh);
     h.flush();
@@ -408,4 +417,36 @@ impl crate::fs::plan::Busy for NothingBusy {
     fn is_busy(&self, _: &crate::fs::plan::JobId, _: &str) -> bool {
         false
     }
+}
+
+#[test]
+fn a_full_cache_evicts_clean_files_and_refuses_writes_only_when_all_is_changed() {
+    let store = Arc::new(MemoryStore::new());
+    let h = start_limited("", store, tempfile::tempdir().unwrap(), Some(1 << 20));
+    let a: Vec<u8> = (0..600_000u32).map(|i| (i % 241) as u8).collect();
+    let b: Vec<u8> = (0..600_000u32).map(|i| (i % 239) as u8).collect();
+    h.write_file(ROOT, "a", &a);
+    let (attr, fh) = h.fs.create(ROOT, "b", 0o644, ME).unwrap();
+    // `a` is not in the bucket yet: it cannot be evicted, so `b` does not fit.
+    assert!(matches!(h.fs.write(attr.ino, 0, &b), Err(FsError::NoSpace)));
+    assert_eq!(
+        h.read_all(ROOT, "a"),
+        a,
+        "a refused write damaged other data"
+    );
+    h.flush();
+    // Now `a` is clean and makes room for `b`.
+    h.fs.write(attr.ino, 0, &b).unwrap();
+    h.fs.release(fh);
+    let usage = h.fs.cache().usage();
+    assert!(usage.used() <= 1 << 20, "used {}", usage.used());
+    assert_eq!(h.read_all(ROOT, "a"), a, "evicted data is fetched again");
+    h.flush();
+    assert_eq!(h.read_all(ROOT, "b"), b);
+    assert!(
+        usage.used() <= 1 << 20,
+        "reads trim the cache: {}",
+        usage.used()
+    );
+    assert_eq!(h.store.body("b").unwrap().as_ref(), &b[..]);
 }

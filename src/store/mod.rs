@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use stats::{StoreStats, StoreStatsSnapshot};
+pub use stats::{Reach, StoreStats, StoreStatsSnapshot};
 
 /// User metadata of an object, without the `x-amz-meta-` prefix, keys lower case.
 pub type Metadata = HashMap<String, String>;

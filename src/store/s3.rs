@@ -80,6 +80,19 @@ impl S3Store {
 }
 
 impl S3Store {
+    /// Maps an SDK error, noting whether the server answered at all.
+    fn failed<E>(&self, err: SdkError<E, HttpResponse>, key: &str) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let unanswered = matches!(
+            err,
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
+        );
+        self.stats.reached(!unanswered);
+        map_err(err, key, &self.bucket)
+    }
+
     async fn get_object(&self, key: &str, range: Option<String>) -> StoreResult<Bytes> {
         StoreStats::count(&self.stats.gets, 1);
         let out = self
@@ -90,7 +103,8 @@ impl S3Store {
             .set_range(range)
             .send()
             .await
-            .map_err(|e| map_err(e, key, &self.bucket))?;
+            .inspect(|_| self.stats.reached(true))
+            .map_err(|e| self.failed(e, key))?;
         let body = out
             .body
             .collect()
@@ -180,7 +194,8 @@ impl ObjectStore for S3Store {
                 .set_continuation_token(token.take())
                 .send()
                 .await
-                .map_err(|e| map_err(e, prefix, &self.bucket))?;
+                .inspect(|_| self.stats.reached(true))
+                .map_err(|e| self.failed(e, prefix))?;
             for object in page.contents() {
                 listing.objects.push(ObjectSummary {
                     key: object.key().unwrap_or_default().to_string(),
@@ -210,7 +225,8 @@ impl ObjectStore for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| map_err(e, key, &self.bucket))?;
+            .inspect(|_| self.stats.reached(true))
+            .map_err(|e| self.failed(e, key))?;
         Ok(ObjectInfo {
             size: out.content_length().unwrap_or(0).max(0) as u64,
             etag: out.e_tag().unwrap_or_default().to_string(),
@@ -244,7 +260,8 @@ impl ObjectStore for S3Store {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| map_err(e, key, &self.bucket))?;
+            .inspect(|_| self.stats.reached(true))
+            .map_err(|e| self.failed(e, key))?;
         StoreStats::count(&self.stats.bytes_uploaded, len);
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
@@ -273,7 +290,8 @@ impl ObjectStore for S3Store {
             .body(body)
             .send()
             .await
-            .map_err(|e| map_err(e, key, &self.bucket))?;
+            .inspect(|_| self.stats.reached(true))
+            .map_err(|e| self.failed(e, key))?;
         StoreStats::count(&self.stats.bytes_uploaded, len);
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
@@ -288,7 +306,8 @@ impl ObjectStore for S3Store {
             .set_metadata(Some(metadata.clone()))
             .send()
             .await
-            .map_err(|e| map_err(e, key, &self.bucket))?;
+            .inspect(|_| self.stats.reached(true))
+            .map_err(|e| self.failed(e, key))?;
         out.upload_id()
             .map(str::to_string)
             .ok_or_else(|| StoreError::Other("CreateMultipartUpload returned no upload id".into()))
@@ -314,7 +333,8 @@ impl ObjectStore for S3Store {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| map_err(e, key, &self.bucket))?;
+            .inspect(|_| self.stats.reached(true))
+            .map_err(|e| self.failed(e, key))?;
         StoreStats::count(&self.stats.bytes_uploaded, len);
         Ok(CompletedPart {
             number,
@@ -350,7 +370,8 @@ impl ObjectStore for S3Store {
             )
             .send()
             .await
-            .map_err(|e| map_err(e, key, &self.bucket))?;
+            .inspect(|_| self.stats.reached(true))
+            .map_err(|e| self.failed(e, key))?;
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
 
@@ -362,7 +383,8 @@ impl ObjectStore for S3Store {
             .upload_id(upload_id)
             .send()
             .await
-            .map_err(|e| map_err(e, key, &self.bucket))?;
+            .inspect(|_| self.stats.reached(true))
+            .map_err(|e| self.failed(e, key))?;
         Ok(())
     }
 
@@ -383,7 +405,8 @@ impl ObjectStore for S3Store {
         let out = request
             .send()
             .await
-            .map_err(|e| map_err(e, from, &self.bucket))?;
+            .inspect(|_| self.stats.reached(true))
+            .map_err(|e| self.failed(e, from))?;
         Ok(out
             .copy_object_result()
             .and_then(|r| r.e_tag())
@@ -402,7 +425,7 @@ impl ObjectStore for S3Store {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => match map_err(e, key, &self.bucket) {
+            Err(e) => match self.failed(e, key) {
                 StoreError::NotFound(_) => Ok(()),
                 other => Err(other),
             },
@@ -417,7 +440,8 @@ impl ObjectStore for S3Store {
             .max_keys(1)
             .send()
             .await
-            .map_err(|e| map_err(e, "", &self.bucket))?;
+            .inspect(|_| self.stats.reached(true))
+            .map_err(|e| self.failed(e, ""))?;
         Ok(())
     }
 

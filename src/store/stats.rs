@@ -1,6 +1,7 @@
 //! Request and byte counters every store keeps, so tests and `status` can see traffic.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -13,6 +14,17 @@ pub struct StoreStats {
     pub deletes: AtomicU64,
     pub bytes_fetched: AtomicU64,
     pub bytes_uploaded: AtomicU64,
+    /// Whether the last request reached the server (see `Reach`), and since when.
+    reach: AtomicU8,
+    reach_since: AtomicU64,
+}
+
+/// Whether the server answers: any answer, even an error, counts as reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    Unknown,
+    Online,
+    Offline,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,6 +43,37 @@ pub struct StoreStatsSnapshot {
 impl StoreStats {
     pub fn count(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records whether a request got an answer; logs each change once.
+    pub fn reached(&self, answered: bool) {
+        let now = if answered {
+            Reach::Online
+        } else {
+            Reach::Offline
+        } as u8;
+        let before = self.reach.swap(now, Ordering::Relaxed);
+        if before != now {
+            let secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.reach_since.store(secs, Ordering::Relaxed);
+            if answered {
+                tracing::info!("the bucket answers: online");
+            } else {
+                tracing::warn!("the bucket does not answer: offline; changes stay queued");
+            }
+        }
+    }
+
+    /// Online or offline, and since when (Unix seconds).
+    pub fn reach(&self) -> (Reach, u64) {
+        let reach = match self.reach.load(Ordering::Relaxed) {
+            x if x == Reach::Online as u8 => Reach::Online,
+            x if x == Reach::Offline as u8 => Reach::Offline,
+            _ => Reach::Unknown,
+        };
+        (reach, self.reach_since.load(Ordering::Relaxed))
     }
 
     pub fn snapshot(&self) -> StoreStatsSnapshot {

@@ -2,7 +2,7 @@
 //! failures with capped exponential backoff, and drains the queue at shutdown.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::fs::plan::{Busy, Job, JobId, Outcome};
-use crate::fs::Fs;
+use crate::fs::{Fs, Pending};
+
+use super::report::UploadReport;
 
 #[derive(Debug, Clone)]
 pub struct UploaderConfig {
@@ -61,8 +63,9 @@ impl Busy for Tracker {
 pub struct Uploader {
     fs: Arc<Fs>,
     config: UploaderConfig,
-    /// Set by `s3syncfs sync`: upload everything now, without the debounce.
-    sync_all: Arc<AtomicBool>,
+    /// `s3syncfs sync` calls under way: while any, everything goes up without debounce.
+    sync_all: Arc<AtomicUsize>,
+    report: Arc<UploadReport>,
 }
 
 impl Uploader {
@@ -70,12 +73,17 @@ impl Uploader {
         Uploader {
             fs,
             config,
-            sync_all: Arc::new(AtomicBool::new(false)),
+            sync_all: Arc::new(AtomicUsize::new(0)),
+            report: Arc::new(UploadReport::default()),
         }
     }
 
-    pub fn sync_flag(&self) -> Arc<AtomicBool> {
+    pub fn sync_requests(&self) -> Arc<AtomicUsize> {
         self.sync_all.clone()
+    }
+
+    pub fn report(&self) -> Arc<UploadReport> {
+        self.report.clone()
     }
 
     /// Runs until `shutdown` turns true, then tries to drain for at most `drain_for`.
@@ -87,7 +95,7 @@ impl Uploader {
             if *shutdown.borrow() {
                 break;
             }
-            let everything = self.sync_all.load(Ordering::SeqCst);
+            let everything = self.sync_all.load(Ordering::SeqCst) > 0;
             self.start_jobs(&mut tracker, &mut in_flight, everything);
             tokio::select! {
                 Some(joined) = in_flight.join_next() => self.settle(&mut tracker, joined),
@@ -116,7 +124,7 @@ impl Uploader {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             self.start_jobs(tracker, in_flight, true);
-            if in_flight.is_empty() && self.fs.pending() == (0, 0) {
+            if in_flight.is_empty() && self.fs.pending() == Pending::default() {
                 tracing::info!("all changes are in the bucket");
                 return true;
             }
@@ -124,8 +132,8 @@ impl Uploader {
                 Some(joined) = in_flight.join_next() => self.settle(tracker, joined),
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    let (files, deletes) = self.fs.pending();
-                    tracing::warn!(files, deletes, "changes not yet in the bucket");
+                    let left = self.fs.pending();
+                    tracing::warn!(files = left.files, deletes = left.deletes, "changes not yet in the bucket");
                     return false;
                 }
             }
@@ -138,6 +146,10 @@ impl Uploader {
         in_flight: &mut JoinSet<(Job, Result<Outcome, String>)>,
         everything: bool,
     ) {
+        // Failures of jobs no longer wanted (the file was removed) stop counting.
+        tracker.backoff.retain(|id, _| self.fs.still_wanted(id));
+        self.report
+            .forget_failures_except(|id| tracker.backoff.contains_key(id));
         let free = self.config.parallel.saturating_sub(in_flight.len());
         if free == 0 {
             return;
@@ -154,6 +166,7 @@ impl Uploader {
             tracker.ids.insert(job.id.clone());
             tracker.keys.extend(job.keys());
             self.fs.start(&job);
+            self.report.started(&job);
             let (fs, config) = (self.fs.clone(), self.config.clone());
             in_flight.spawn(async move {
                 let result = super::transfer::run_job(fs, &job, &config)
@@ -183,6 +196,7 @@ impl Uploader {
         match result {
             Ok(outcome) => {
                 tracker.backoff.remove(&job.id);
+                self.report.succeeded(&job);
                 tracing::debug!(key = %job.key, action = job.action(), "synced");
                 self.fs.finish(&job, outcome);
             }
@@ -190,6 +204,7 @@ impl Uploader {
                 let attempts = tracker.backoff.get(&job.id).map_or(0, |(n, _)| *n) + 1;
                 let delay = backoff(attempts, self.config.max_backoff);
                 tracing::warn!(key = %job.key, action = job.action(), attempts, retry_in = ?delay, "failed: {err}");
+                self.report.failed(&job, attempts, &err);
                 tracker
                     .backoff
                     .insert(job.id.clone(), (attempts, Instant::now() + delay));

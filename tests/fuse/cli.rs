@@ -2,17 +2,7 @@
 
 use std::process::{Command, Output};
 
-use crate::support::{is_mounted, Env, BUCKET};
-
-fn s3syncfs(env: &Env, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_s3syncfs"))
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "test-access-key")
-        .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
-        .current_dir(env.dir.path())
-        .output()
-        .unwrap()
-}
+use crate::support::{is_mounted, s3syncfs, Env, BUCKET};
 
 fn mount_args<'a>(env: &'a Env, source: &'a str, mnt: &'a str, cache: &'a str) -> Vec<&'a str> {
     vec![
@@ -119,37 +109,5 @@ fn mounting_over_a_mounted_directory_is_refused() {
         &mount_args(&env, BUCKET, mnt.path.to_str().unwrap(), "c-again"),
     );
     assert_fails(&out, "already mounted");
-    mnt.unmount();
-}
-
-#[test]
-fn status_shows_what_waits_and_sync_uploads_it() {
-    let env = Env::new();
-    let mnt = env.mount_with(BUCKET, &["--upload-delay-ms", "600000"]);
-    std::fs::write(mnt.p("waiting.txt"), b"not yet uploaded").unwrap();
-    let mountpoint = mnt.path.to_str().unwrap();
-    let out = s3syncfs(&env, &["status", mountpoint, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(status["files_waiting"], 1);
-    assert_eq!(status["bucket"], BUCKET);
-    assert!(env.get("waiting.txt").is_none());
-
-    let out = s3syncfs(&env, &["sync", mountpoint, "--timeout", "30"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(env.get("waiting.txt").unwrap().0, b"not yet uploaded");
-    let out = s3syncfs(&env, &["status", mountpoint]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("files waiting:   0"), "{text}");
-    let not_ours = s3syncfs(&env, &["status", env.dir.path().to_str().unwrap()]);
-    assert!(!not_ours.status.success());
     mnt.unmount();
 }

@@ -2,6 +2,7 @@
 //! 127.0.0.1, checked both through the mount and directly in the bucket.
 
 mod cli;
+mod control;
 mod crash;
 mod dirs;
 mod files;

@@ -321,6 +321,17 @@ impl Drop for Mount {
     }
 }
 
+/// Runs the binary (status, sync, a daemonized mount ...) with the test credentials.
+pub fn s3syncfs(env: &Env, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_s3syncfs"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap()
+}
+
 pub fn is_mounted(path: &Path) -> bool {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let target = path.to_string_lossy();

@@ -1,0 +1,209 @@
+//! The client side of the control socket: `s3syncfs status` and `s3syncfs sync`.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::control::{Status, SyncProgress, CONTROL_XATTR};
+use crate::units::human_bytes;
+
+/// The daemon's control socket, named by an extended attribute of the mount's root.
+fn socket_of(mountpoint: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())?;
+    let name = std::ffi::CString::new(CONTROL_XATTR)?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: getxattr into a buffer of the length given.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        bail!("{} is not an s3syncfs mount", mountpoint.display());
+    }
+    buf.truncate(n as usize);
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&buf)))
+}
+
+/// Sends one request; the answer is read line by line from the returned reader.
+fn request(mountpoint: &Path, what: &str, wait: Duration) -> anyhow::Result<BufReader<UnixStream>> {
+    let socket = socket_of(mountpoint)?;
+    let mut stream = UnixStream::connect(&socket)
+        .with_context(|| format!("cannot reach the daemon at {}", socket.display()))?;
+    stream.set_read_timeout(Some(wait.max(Duration::from_secs(1))))?;
+    stream.write_all(format!("{what}\n").as_bytes())?;
+    Ok(BufReader::new(stream))
+}
+
+pub fn status_command(mountpoint: &Path, json: bool) -> anyhow::Result<()> {
+    let mut line = String::new();
+    request(mountpoint, "status", Duration::from_secs(10))?
+        .read_line(&mut line)
+        .context("the daemon did not answer")?;
+    let status: Status =
+        serde_json::from_str(line.trim()).with_context(|| format!("odd answer {line:?}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", describe(&status, SystemTime::now()));
+    }
+    Ok(())
+}
+
+/// The status in plain words.
+pub fn describe(s: &Status, now: SystemTime) -> String {
+    let when = |secs: u64| format!("{} ({} ago)", utc(secs), ago(secs, now));
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let mut out = format!("bucket:       {}:{}\n", s.bucket, s.prefix);
+    let since = s.connection_since.map(|t| format!(" since {}", when(t)));
+    out += &format!(
+        "connection:   {}{}\n",
+        s.connection,
+        since.unwrap_or_default()
+    );
+    out += &format!(
+        "waiting:      {} ({}), {}\n",
+        plural(s.files_waiting, "file"),
+        human_bytes(s.bytes_waiting),
+        plural(s.deletes_waiting, "delete")
+    );
+    out += &format!(
+        "in flight:    {} ({})\n",
+        plural(s.uploads_in_flight, "transfer"),
+        human_bytes(s.bytes_in_flight)
+    );
+    out += &format!("failing:      {}\n", plural(s.failing, "transfer"));
+    if let Some(f) = &s.last_failure {
+        out += &format!(
+            "last failure: {} of {} at {}, attempt {}: {}\n",
+            f.action,
+            f.key,
+            when(f.at),
+            f.attempts,
+            f.error
+        );
+    }
+    let last = s.last_success.map_or("none since the mount".into(), when);
+    out += &format!("last upload:  {last}\n");
+    out += &format!(
+        "uploaded:     {} ({}) since the mount\n",
+        plural(s.uploaded_files as usize, "file"),
+        human_bytes(s.uploaded_bytes)
+    );
+    out += &format!("conflicts:    {}\n", s.conflicts);
+    let limit = s
+        .cache_limit
+        .map_or("no limit".into(), |l| format!("limit {}", human_bytes(l)));
+    out += &format!("cache:        {} ({limit})\n", human_bytes(s.cache_bytes));
+    out
+}
+
+/// `2026-11-24 19:30:01 UTC`.
+pub fn utc(secs: u64) -> String {
+    let stamp = aws_smithy_types::DateTime::from_secs(secs as i64)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default();
+    format!("{} UTC", stamp.trim_end_matches('Z').replace('T', " "))
+}
+
+fn ago(secs: u64, now: SystemTime) -> String {
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let d = now.saturating_sub(secs);
+    match d {
+        0..=119 => format!("{d} s"),
+        120..=7199 => format!("{} min", d / 60),
+        _ => format!("{} h", d / 3600),
+    }
+}
+
+/// Waits until what was pending at the call is in the bucket, or `timeout` passes.
+pub fn sync_command(mountpoint: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let reader = request(mountpoint, "sync", timeout)?;
+    let bar = std::io::stderr().is_terminal().then(progress_bar);
+    let mut last: Option<SyncProgress> = None;
+    for line in reader.lines() {
+        let line = match line {
+            Ok(line) => line,
+            // The read timeout is the whole timeout: the daemon answers every 200 ms.
+            Err(_) => break,
+        };
+        let progress: SyncProgress =
+            serde_json::from_str(&line).map_err(|_| anyhow!("odd answer {line:?}"))?;
+        if let Some(bar) = &bar {
+            show(bar, &progress);
+        }
+        let done = progress.done;
+        last = Some(progress);
+        if done || Instant::now() >= deadline {
+            break;
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let last = last.ok_or_else(|| anyhow!("the daemon sent nothing"))?;
+    if !last.done {
+        let why = last.failing.map(|f| format!("; last failure: {f}"));
+        bail!(
+            "gave up after {} s: {} files ({}) and {} deletes are not in the bucket yet and stay queued{}",
+            timeout.as_secs(),
+            last.files_left,
+            human_bytes(last.bytes_left),
+            last.deletes_left,
+            why.unwrap_or_default()
+        );
+    }
+    println!(
+        "in the bucket: {} files ({}) and {} deletes that were pending",
+        last.total_files,
+        human_bytes(last.total_bytes),
+        last.total_deletes
+    );
+    Ok(())
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} changes {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn show(bar: &indicatif::ProgressBar, p: &SyncProgress) {
+    let total = (p.total_files + p.total_deletes) as u64;
+    let left = (p.files_left + p.deletes_left) as u64;
+    bar.set_length(total);
+    bar.set_position(total - left.min(total));
+    bar.set_message(match &p.failing {
+        Some(why) => format!("- retrying: {why}"),
+        None => format!("- {} to upload", human_bytes(p.bytes_left)),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_795_000_000), "2026-11-18 11:06:40 UTC");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        assert_eq!(ago(990, now), "10 s");
+        assert_eq!(ago(100, now), "15 min");
+    }
+}
