@@ -7,7 +7,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{pattern, Env, BUCKET};
+use crate::support::{pattern, Env, FreezableProxy, BUCKET};
 
 /// A small deterministic generator (no dependency needed for test randomness).
 struct Lcg(u64);
@@ -138,8 +138,19 @@ fn closed_files_survive_repeated_kill_9() {
         .unwrap_or(0x5eed);
     let mut rng = Lcg(seed);
     let mut ops = Vec::new();
+    // Through a proxy, so one cycle can run (and be killed) with the server frozen.
+    let proxy = FreezableProxy::start(&env.endpoint);
+    let via_proxy = [
+        "--upload-delay-ms",
+        "30",
+        "--endpoint",
+        &proxy.endpoint,
+        "--request-timeout",
+        "3",
+    ];
+    const FROZEN_CYCLE: usize = 4;
     for cycle in 0..10 {
-        let mount = env.mount_at(BUCKET, &mnt, &cache, &["--upload-delay-ms", "30"]);
+        let mount = env.mount_at(BUCKET, &mnt, &cache, &via_proxy);
         if cycle == 0 {
             fs::create_dir(mount.p("d1")).unwrap();
             fs::create_dir(mount.p("d2")).unwrap();
@@ -152,11 +163,17 @@ fn closed_files_survive_repeated_kill_9() {
             "after crash {cycle}: {diff:?}\nops: {ops:#?}\nbucket: {:?}",
             env.keys()
         );
+        if cycle == FROZEN_CYCLE {
+            // Requests hang unanswered: uploads stall mid-flight when the kill comes.
+            proxy.freeze(true);
+            ops.push("--- server frozen".into());
+        }
         burst(&mount.path, &mut model, &mut rng, &mut ops);
         ops.push(format!("--- kill after cycle {cycle}"));
         // Let some uploads run (or not) so the kill lands at different points.
         std::thread::sleep(Duration::from_millis(rng.below(200)));
         mount.kill9();
+        proxy.freeze(false);
     }
     let mount = env.mount_at(BUCKET, &mnt, &cache, &[]);
     let seen = snapshot(&mount.path).unwrap_or_else(|e| panic!("{e}\n{}", mount.log_text()));
