@@ -98,6 +98,12 @@ pub fn describe(s: &Status, now: SystemTime) -> String {
         human_bytes(s.uploaded_bytes)
     );
     out += &format!("conflicts:    {}\n", s.conflicts);
+    let mode = match s.conditional_writes.as_str() {
+        "honoured" => "conditional (If-Match / If-None-Match)",
+        "ignored" => "checked with a HEAD first (the server ignores conditions)",
+        _ => "checked with a HEAD first (server not probed yet)",
+    };
+    out += &format!("writes:       {mode}\n");
     let limit = s
         .cache_limit
         .map_or("no limit".into(), |l| format!("limit {}", human_bytes(l)));

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::fs::Fs;
+use crate::fs::{ConditionalWrites, Fs};
 use crate::store::Reach;
 use crate::sync::report::{Failure, UploadReport};
 
@@ -39,6 +39,8 @@ pub struct Status {
     pub uploaded_files: u64,
     pub uploaded_bytes: u64,
     pub conflicts: u64,
+    /// "honoured", "ignored" (each write checked with a HEAD first) or "unknown".
+    pub conditional_writes: String,
     pub cache_bytes: u64,
     pub cache_limit: Option<u64>,
 }
@@ -136,6 +138,12 @@ fn status(daemon: &Daemon) -> Status {
         uploaded_files: report.uploaded_files,
         uploaded_bytes: report.uploaded_bytes,
         conflicts: fs.conflicts(),
+        conditional_writes: match fs.conditional_writes() {
+            ConditionalWrites::Honoured => "honoured",
+            ConditionalWrites::Ignored => "ignored",
+            ConditionalWrites::Unknown => "unknown",
+        }
+        .to_string(),
         cache_bytes: usage.used(),
         cache_limit: usage.limit(),
     }

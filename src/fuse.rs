@@ -13,7 +13,7 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Caller, Fs, FsError, NodeKind, RenameMode, SetAttr};
+use crate::fs::{Attr, Caller, Fs, FsError, KernelChange, NodeKind, RenameMode, SetAttr};
 
 /// How long the kernel may keep attributes and names before asking again.
 const TTL: Duration = Duration::from_secs(1);
@@ -450,4 +450,28 @@ impl Filesystem for FuseAdapter {
             Err(err) => reply.error(errno("create", err)),
         }
     }
+}
+
+/// Sends the core's cache invalidations to the kernel through the session's channel.
+struct Notifier(fuser::Notifier);
+
+impl crate::fs::KernelCache for Notifier {
+    fn invalidate(&self, change: &KernelChange) {
+        // ENOENT (the kernel no longer caches it) is success; anything else is noise.
+        let sent = match change {
+            KernelChange::Inode(ino) => self.0.inval_inode(INodeNo(*ino), 0, -1),
+            KernelChange::Entry(parent, name) => {
+                self.0.inval_entry(INodeNo(*parent), OsStr::new(name))
+            }
+        };
+        if let Err(err) = sent {
+            tracing::debug!(?change, %err, "kernel cache invalidation not delivered");
+        }
+    }
+}
+
+pub fn kernel_cache<FS: Filesystem>(
+    session: &fuser::Session<FS>,
+) -> Arc<dyn crate::fs::KernelCache> {
+    Arc::new(Notifier(session.notifier()))
 }

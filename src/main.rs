@@ -83,6 +83,14 @@ struct MountArgs {
     /// (exact modes and mtimes in its first `ls -l`); larger ones are filled in the background.
     #[arg(long, default_value_t = 100)]
     metadata_wait: usize,
+    /// Seconds between listings of the bucket that bring in other clients' changes;
+    /// 0 turns polling off.
+    #[arg(long, default_value_t = 10)]
+    poll_interval: u64,
+    /// Opening a file checks it with one HEAD when the bucket last confirmed it longer
+    /// ago than this many seconds (close-to-open freshness).
+    #[arg(long, default_value_t = 5)]
+    metadata_ttl: u64,
     /// fsync returns only once the file is in the bucket (default: once it is on local disk).
     #[arg(long)]
     fsync_remote: bool,
@@ -188,6 +196,8 @@ fn options_from(args: &MountArgs) -> anyhow::Result<MountOptions> {
         metadata_fill: args.metadata_fill,
         metadata_wait: args.metadata_wait,
         fsync_remote: args.fsync_remote,
+        poll_interval: (args.poll_interval > 0).then(|| Duration::from_secs(args.poll_interval)),
+        metadata_ttl: Duration::from_secs(args.metadata_ttl),
         fuse_threads: args.fuse_threads.max(1),
     })
 }

@@ -36,6 +36,9 @@ pub struct MountOptions {
     pub metadata_fill: usize,
     pub metadata_wait: usize,
     pub fsync_remote: bool,
+    /// How often the bucket is listed for remote changes; None: never.
+    pub poll_interval: Option<Duration>,
+    pub metadata_ttl: Duration,
     pub fuse_threads: usize,
 }
 
@@ -165,6 +168,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
                 options.request_timeout
             )),
         };
+        let online = unreachable.is_none();
         match unreachable {
             None => state
                 .set_info(MOUNTED_BEFORE, &options.bucket)
@@ -193,8 +197,15 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
                 metadata_fill: options.metadata_fill,
                 metadata_wait: options.metadata_wait,
                 fsync_remote: options.fsync_remote,
+                metadata_ttl: options.metadata_ttl,
             },
         );
+        if online {
+            // Before the mount is ready, so no crash during writes can cut it short.
+            let probe = crate::sync::probe_conditional_writes(&fs);
+            let _ = runtime
+                .block_on(async { tokio::time::timeout(options.request_timeout * 3, probe).await });
+        }
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::FSName(format!("{}:{}", options.bucket, options.prefix.as_str())),
@@ -207,6 +218,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
         let adapter = FuseAdapter::new(fs.clone(), crate::control::socket_path(&options.cache_dir));
         let session = Session::new(adapter, &options.mountpoint, &config)
             .with_context(|| format!("cannot mount at {}", options.mountpoint.display()))?;
+        fs.set_kernel_cache(crate::fuse::kernel_cache(&session));
         Ok((lock, runtime, fs, session))
     };
     let (_lock, runtime, fs, mut session) = match setup() {
@@ -236,6 +248,10 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
         if let Err(err) = crate::control::serve(daemon, control) {
             tracing::warn!(%err, "no control socket: status and sync will not work");
         }
+    }
+    if let Some(interval) = options.poll_interval {
+        let reconciler = crate::sync::Reconciler::new(fs.clone(), interval);
+        runtime.spawn(reconciler.run(shutdown_rx.clone()));
     }
     let uploads = runtime.spawn(uploader.run(shutdown_rx, options.unmount_timeout));
     let mut unmounter = session.unmount_callable();

@@ -110,25 +110,30 @@ impl Content {
     /// Drops the cached bytes of a file the bucket holds unchanged; they are fetched
     /// again when read. Returns the bytes freed, or None while the file is pinned.
     pub fn evict(&self) -> Option<u64> {
-        let mut present = self.present.lock();
-        if self.pins.load(Ordering::SeqCst) > 0 {
-            return None;
-        }
         let before = self.disk_bytes();
         let len = self.file.metadata().ok()?.len();
-        // Cutting to zero and back frees every block and keeps the length.
-        if self
-            .file
-            .set_len(0)
-            .and_then(|_| self.file.set_len(len))
-            .is_err()
-        {
-            self.recount();
-            return None;
+        self.reset(len)
+            .then(|| before.saturating_sub(self.disk_bytes()))
+    }
+
+    /// Forgets every cached byte: the bucket holds a new version, `len` long.
+    /// False while the file is pinned (being read or written).
+    pub fn discard(&self, len: u64) -> bool {
+        self.reset(len)
+    }
+
+    fn reset(&self, len: u64) -> bool {
+        let mut present = self.present.lock();
+        if self.pins.load(Ordering::SeqCst) > 0 {
+            return false;
         }
+        // Cutting to zero and back frees every block and sets the length.
+        let cut = self.file.set_len(0).and_then(|_| self.file.set_len(len));
+        // Even a half-done cut leaves nothing valid; the bucket holds the data.
         *present = RangeSet::new();
+        drop(present);
         self.recount();
-        Some(before.saturating_sub(self.disk_bytes()))
+        cut.is_ok()
     }
 
     pub fn path(&self) -> &Path {

@@ -22,7 +22,7 @@ pub struct SetAttr {
 impl Fs {
     /// Opens a file; `truncate` empties it first (O_TRUNC).
     pub fn open(self: &Arc<Self>, ino: u64, writable: bool, truncate: bool) -> FsResult<u64> {
-        self.revalidate_metadata(ino);
+        self.revalidate_at_open(ino)?;
         {
             let mut tree = self.tree.lock();
             let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
@@ -44,24 +44,6 @@ impl Fs {
             )?;
         }
         Ok(self.new_handle(ino, writable))
-    }
-
-    /// Objects listed but never looked at get their metadata with one HEAD at open.
-    fn revalidate_metadata(&self, ino: u64) {
-        let key = {
-            let tree = self.tree.lock();
-            match tree.get(ino) {
-                Some(i) if !i.meta_known && i.data_version == 0 && i.meta_version == 0 => {
-                    i.stored.as_ref().map(|s| s.key.clone())
-                }
-                _ => None,
-            }
-        };
-        let Some(key) = key else { return };
-        // Offline or slow: the listing's attributes stay; the open goes on.
-        if let Ok(info) = self.block_on(&format!("HEAD {key}"), self.store.head(&key)) {
-            self.apply_head(ino, &key, &info);
-        }
     }
 
     /// close(2) waits for this (release comes later, asynchronously): the record of a

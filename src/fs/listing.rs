@@ -59,7 +59,7 @@ impl Fs {
 
     /// Adds what the listing shows and the namespace lacks; returns inodes whose
     /// metadata is unknown, with the key to HEAD for it.
-    fn merge_listing(
+    pub(super) fn merge_listing(
         &self,
         tree: &mut Tree,
         dir: u64,
@@ -78,12 +78,18 @@ impl Fs {
                     let ino = tree.insert(dir, name, attr, true);
                     unknown.push((ino, common.clone()));
                 }
-                ChildKey::Unusable(why) => log_skipped(common, why),
+                ChildKey::Unusable(why) => self.log_skipped(common, why),
                 _ => {}
             }
         }
         for object in &listing.objects {
             if tree.is_being_deleted(&object.key, &object.etag) {
+                continue;
+            }
+            if super::remote::is_own_probe(self.config.prefix.as_str(), &object.key) {
+                if super::remote::is_stale_probe(&object.key) {
+                    tree.queue_delete(object.key.clone(), Some(object.etag.clone()));
+                }
                 continue;
             }
             match classify_child(prefix, &object.key) {
@@ -94,12 +100,12 @@ impl Fs {
                         unknown.push((ino, object.key.clone()));
                     }
                     Some(existing) if tree.get(existing).is_some_and(|i| i.is_dir()) => {
-                        log_skipped(&object.key, "a directory of the same name exists");
+                        self.log_skipped(&object.key, "a directory of the same name exists");
                     }
                     Some(_) => {}
                 },
                 ChildKey::Dir(_) => {}
-                ChildKey::Unusable(why) => log_skipped(&object.key, why),
+                ChildKey::Unusable(why) => self.log_skipped(&object.key, why),
             }
         }
         unknown.truncate(self.config.metadata_fill);
@@ -149,7 +155,7 @@ impl Fs {
     /// Looks up metadata of listed entries, a few at a time: before the listing returns
     /// for a small directory (so `ls -l` shows exact attributes at once), in the
     /// background for a large one (so its `ls -l` costs LIST requests only).
-    fn fill_metadata(self: &Arc<Self>, entries: Vec<(u64, String)>) {
+    pub(super) fn fill_metadata(self: &Arc<Self>, entries: Vec<(u64, String)>) {
         if entries.is_empty() {
             return;
         }
@@ -250,7 +256,11 @@ impl Fs {
     }
 }
 
-/// Keys that cannot be shown are logged once each (a listing happens once per directory).
-fn log_skipped(key: &str, why: &str) {
-    tracing::warn!(key = %key.escape_debug(), "object not shown in the mount: {why}");
+impl Fs {
+    /// Keys that cannot be shown are logged once each (listings repeat every poll).
+    fn log_skipped(&self, key: &str, why: &str) {
+        if self.skipped_logged.lock().insert(key.to_string()) {
+            tracing::warn!(key = %key.escape_debug(), "object not shown in the mount: {why}");
+        }
+    }
 }

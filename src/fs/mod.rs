@@ -1,6 +1,7 @@
 //! The filesystem core: POSIX rules over the inode table, the cache and the bucket.
 //! It knows no FUSE types; `fuse.rs` translates.
 
+mod conflict;
 mod error;
 mod evict;
 mod io;
@@ -9,12 +10,13 @@ mod namespace;
 mod persist;
 pub mod plan;
 mod progress;
+mod remote;
 pub mod tree;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
@@ -26,11 +28,13 @@ use crate::mapping::{DefaultAttrs, KeyPrefix};
 use crate::state::StateDb;
 use crate::store::{ObjectStore, StoreError};
 
+pub use conflict::{conflict_name, KernelCache, KernelChange};
 pub use error::{FsError, FsResult};
 pub use io::SetAttr;
 pub use namespace::{Caller, DirEntry, RenameMode};
 pub use persist::cache_files_in_use;
 pub use progress::{Pending, SyncMark};
+pub use remote::{HeadChecked, PROBE_NAME_START};
 use tree::Tree;
 pub use tree::{same_etag, Attr, NodeKind, ROOT};
 
@@ -47,6 +51,19 @@ pub struct FsConfig {
     pub metadata_wait: usize,
     /// fsync returns only once the file is in the bucket (otherwise: on local disk).
     pub fsync_remote: bool,
+    /// Opening a file whose bucket version was confirmed longer ago than this asks
+    /// the bucket again (one HEAD): close-to-open freshness.
+    pub metadata_ttl: Duration,
+}
+
+/// Whether the server honours If-Match / If-None-Match on writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionalWrites {
+    /// Not probed yet: writes are checked with a HEAD before.
+    Unknown = 0,
+    Honoured = 1,
+    /// Ignored (or refused): writes are checked with a HEAD before.
+    Ignored = 2,
 }
 
 /// An open file or directory.
@@ -73,6 +90,11 @@ pub struct Fs {
     recent: evict::Recency,
     /// Conflict copies made since the mount started.
     conflicts: AtomicU64,
+    /// Where to send kernel cache invalidations (set once the FUSE session exists).
+    kernel: OnceLock<Arc<dyn KernelCache>>,
+    conditional_writes: AtomicU8,
+    /// Keys already logged as impossible to show.
+    skipped_logged: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Fs {
@@ -110,6 +132,9 @@ impl Fs {
             next_handle: AtomicU64::new(1),
             recent: evict::Recency::new(),
             conflicts: AtomicU64::new(0),
+            kernel: OnceLock::new(),
+            conditional_writes: AtomicU8::new(ConditionalWrites::Unknown as u8),
+            skipped_logged: Mutex::new(Default::default()),
         });
         {
             let mut tree = fs.tree.lock();
@@ -133,6 +158,23 @@ impl Fs {
     /// Conflict copies made since the mount started.
     pub fn conflicts(&self) -> u64 {
         self.conflicts.load(Ordering::Relaxed)
+    }
+
+    /// Connects the core to the kernel's caches (FUSE notifications).
+    pub fn set_kernel_cache(&self, kernel: Arc<dyn KernelCache>) {
+        let _ = self.kernel.set(kernel);
+    }
+
+    pub fn conditional_writes(&self) -> ConditionalWrites {
+        match self.conditional_writes.load(Ordering::Relaxed) {
+            1 => ConditionalWrites::Honoured,
+            2 => ConditionalWrites::Ignored,
+            _ => ConditionalWrites::Unknown,
+        }
+    }
+
+    pub fn set_conditional_writes(&self, mode: ConditionalWrites) {
+        self.conditional_writes.store(mode as u8, Ordering::Relaxed);
     }
 
     /// Runs a store request from a FUSE thread, bounded by the request timeout.

@@ -119,6 +119,13 @@ impl Fs {
                 for key in keys {
                     if self.key_owner(tree, &key).is_none() {
                         tree.queue_delete(key, None);
+                    } else {
+                        // Its next upload replaces whatever landed; kept in the state
+                        // in case of another crash before that.
+                        if let Err(err) = tree.state.put_inflight(&key) {
+                            tracing::error!(%key, %err, "cannot record an upload in the state");
+                        }
+                        tree.uncertain.insert(key);
                     }
                 }
             }

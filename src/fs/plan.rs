@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::cache::{Content, RemoteSource};
 use crate::mapping::{attrs_to_metadata, StoredAttrs, S_IFDIR, S_IFLNK, S_IFREG};
-use crate::store::Metadata;
+use crate::store::{Metadata, ObjectInfo, WriteCondition};
 
 use super::tree::{Inode, NodeKind, Stored, Tree, ROOT};
 use super::{Fs, FsResult};
@@ -45,6 +45,9 @@ pub struct Job {
     pub data_version: u64,
     pub meta_version: u64,
     pub size: u64,
+    /// What the bucket must still hold at `key` for the write to go ahead: the
+    /// version this mount last saw there, or nothing.
+    pub condition: WriteCondition,
 }
 
 impl Job {
@@ -78,6 +81,9 @@ pub enum Outcome {
     Kept,
     /// Nothing was sent (a fetch into the cache).
     Local,
+    /// The bucket no longer held what the write expected: someone else changed (Some)
+    /// or deleted (None) the object. Nothing was written.
+    Conflict(Option<ObjectInfo>),
 }
 
 /// What the planner must leave alone this round.
@@ -154,6 +160,7 @@ impl Fs {
                     data_version: 0,
                     meta_version: 0,
                     size: 0,
+                    condition: WriteCondition::Always,
                 });
             }
         }
@@ -162,12 +169,53 @@ impl Fs {
 
     /// Records, before a job writes to the bucket, which key it writes.
     pub fn start(&self, job: &Job) {
-        if matches!(job.kind, JobKind::Delete { .. } | JobKind::Materialize) {
+        if matches!(job.kind, JobKind::Materialize) {
             return;
         }
-        if let Err(err) = self.tree.lock().state.put_inflight(&job.key) {
+        let mut tree = self.tree.lock();
+        *tree.busy.entry(job.key.clone()).or_default() += 1;
+        if matches!(job.kind, JobKind::Delete { .. }) {
+            return;
+        }
+        if let Err(err) = tree.state.put_inflight(&job.key) {
             tracing::error!(key = %job.key, %err, "cannot record an upload in the state");
         }
+    }
+
+    /// Notes a write outside the job queue (the probe), so a crash cannot orphan it.
+    pub fn record_inflight(&self, key: &str) {
+        if let Err(err) = self.tree.lock().state.put_inflight(key) {
+            tracing::error!(%key, %err, "cannot record a write in the state");
+        }
+    }
+
+    pub fn clear_inflight(&self, key: &str) {
+        if let Err(err) = self.tree.lock().state.remove_inflight(key) {
+            tracing::error!(%key, %err, "cannot update the state");
+        }
+    }
+
+    /// A started job failed and will be planned again later.
+    pub fn abandon(&self, job: &Job) {
+        if !matches!(job.kind, JobKind::Materialize) {
+            self.release_key(&mut self.tree.lock(), &job.key);
+        }
+    }
+
+    fn release_key(&self, tree: &mut Tree, key: &str) {
+        if let Some(count) = tree.busy.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                tree.busy.remove(key);
+            }
+        }
+    }
+
+    /// Notes that this mount changed `key` in the bucket just now.
+    fn touch(&self, tree: &mut Tree, key: &str) {
+        tree.epoch += 1;
+        let epoch = tree.epoch;
+        tree.touched.insert(key.to_string(), epoch);
     }
 
     /// Records the outcome of a job; `etag` is what the bucket answered. Each step is
@@ -177,17 +225,32 @@ impl Fs {
         let mut tree = self.tree.lock();
         let state = tree.state.clone();
         let _atomic = state.batch();
+        if !matches!(job.kind, JobKind::Materialize) {
+            self.release_key(&mut tree, &job.key);
+        }
         let (ino, etag) = match (&job.id, outcome) {
             (JobId::Delete(key), outcome) => {
                 tree.unqueue_delete(key);
                 if outcome == Outcome::Deleted {
+                    self.touch(&mut tree, key);
                     self.note_deleted(&mut tree, key);
                 }
                 return;
             }
             (JobId::Inode(ino), Outcome::Written(etag)) => (*ino, etag),
+            (JobId::Inode(ino), Outcome::Conflict(remote)) => {
+                if let Err(err) = tree.state.remove_inflight(&job.key) {
+                    tracing::error!(key = %job.key, %err, "cannot update the state");
+                }
+                let changes = self.resolve_conflict(&mut tree, *ino, &job.key, remote);
+                drop(tree);
+                self.tell_kernel(changes);
+                return;
+            }
             (JobId::Inode(_), _) => return,
         };
+        self.touch(&mut tree, &job.key);
+        tree.uncertain.remove(&job.key);
         let live = tree.get(ino).is_some_and(|i| !i.unlinked);
         if !live {
             // Removed while its upload ran: the new object is an orphan.
@@ -316,6 +379,7 @@ impl Fs {
             data_version: inode.map_or(0, |i| i.data_version),
             meta_version: inode.map_or(0, |i| i.meta_version),
             size: inode.map_or(0, |i| i.attr.size),
+            condition: WriteCondition::Always,
         }
     }
 
@@ -337,6 +401,11 @@ impl Fs {
                 }),
             },
         };
+        let condition = match inode.attr.kind {
+            // Markers hold no data: nothing of anyone's can be lost by rewriting one.
+            NodeKind::Dir => WriteCondition::Always,
+            _ => self.expected_at(tree, &key),
+        };
         Some(Job {
             id: JobId::Inode(ino),
             key,
@@ -345,7 +414,26 @@ impl Fs {
             data_version: inode.data_version,
             meta_version: inode.meta_version,
             size: inode.attr.size,
+            condition,
         })
+    }
+
+    /// What this mount last saw at `key`, as the condition for writing there.
+    fn expected_at(&self, tree: &Tree, key: &str) -> WriteCondition {
+        if tree.uncertain.contains(key) {
+            return WriteCondition::Always;
+        }
+        if let Some(holder) = tree.stored_keys.get(key).and_then(|&i| tree.get(i)) {
+            return match holder.stored.as_ref().map(|s| s.etag.as_str()) {
+                Some(etag) if !etag.is_empty() => WriteCondition::IfMatch(etag.to_string()),
+                _ => WriteCondition::Always, // the server lists no ETags
+            };
+        }
+        match tree.pending_deletes.get(key) {
+            Some(Some(etag)) => WriteCondition::IfMatch(etag.clone()),
+            Some(None) => WriteCondition::Always,
+            None => WriteCondition::IfAbsent,
+        }
     }
 
     /// The bucket already holds this content and that object is not about to be replaced.

@@ -61,6 +61,7 @@ fn start_limited(
             metadata_fill: 0,
             metadata_wait: 0,
             fsync_remote: false,
+            metadata_ttl: Duration::from_secs(3600),
         },
     );
     Harness {

@@ -61,6 +61,8 @@ pub struct Inode {
     pub open_writers: u32,
     /// Removed from the namespace; lives on while handles are open.
     pub unlinked: bool,
+    /// When the bucket last confirmed `stored` (a listing or a HEAD).
+    pub checked: Option<Instant>,
 }
 
 impl Inode {
@@ -80,6 +82,7 @@ impl Inode {
             open_handles: 0,
             open_writers: 0,
             unlinked: false,
+            checked: None,
         }
     }
 
@@ -116,6 +119,16 @@ pub struct Tree {
     pub persisted: HashMap<u64, String>,
     /// While a LIST is under way: keys deleted meanwhile, which its answer may still show.
     pub deleted_during_listing: Option<HashSet<String>>,
+    /// Counts this mount's writes and deletes in the bucket ...
+    pub epoch: u64,
+    /// ... and the count at each key's last one, so a listing that started earlier is
+    /// not taken as news about that key.
+    pub touched: HashMap<String, u64>,
+    /// Keys a job is writing or deleting right now, with how many jobs.
+    pub busy: HashMap<String, u32>,
+    /// Keys an upload cut short by a crash may have written: what the bucket holds
+    /// there may be our own data, so it is not taken as someone else's change.
+    pub uncertain: HashSet<String>,
 }
 
 impl Tree {
@@ -132,6 +145,10 @@ impl Tree {
             state,
             persisted: HashMap::new(),
             deleted_during_listing: None,
+            epoch: 0,
+            touched: HashMap::new(),
+            busy: HashMap::new(),
+            uncertain: HashSet::new(),
         }
     }
 
@@ -255,6 +272,7 @@ impl Tree {
         if let Some(new) = &stored {
             self.stored_keys.insert(new.key.clone(), ino);
         }
+        inode.checked = stored.as_ref().map(|_| Instant::now());
         inode.stored = stored;
     }
 
@@ -271,6 +289,14 @@ impl Tree {
             }
         }
         out
+    }
+
+    /// Whether what a listing started at `epoch` says about `key` may be out of date
+    /// because of this mount's own work on it.
+    pub fn own_work_on(&self, key: &str, epoch: u64) -> bool {
+        self.busy.contains_key(key)
+            || self.uncertain.contains(key)
+            || self.touched.get(key).is_some_and(|&at| at > epoch)
     }
 
     pub fn mark_dirty(&mut self, ino: u64) {

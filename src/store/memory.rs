@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use super::{
     CompletedPart, Listing, Metadata, ObjectInfo, ObjectStore, ObjectSummary, StoreError,
-    StoreResult, StoreStats,
+    StoreResult, StoreStats, WriteCondition,
 };
 
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct MemoryStore {
     next_id: AtomicU64,
     /// The next this-many requests fail with a transient error.
     failures_left: AtomicU32,
+    /// Behave like servers that ignore If-Match / If-None-Match.
+    ignore_conditions: AtomicBool,
     stats: StoreStats,
 }
 
@@ -76,6 +78,37 @@ impl MemoryStore {
         format!("\"{:032x}\"", self.next_id.fetch_add(1, Ordering::SeqCst))
     }
 
+    pub fn ignore_conditions(&self, ignore: bool) {
+        self.ignore_conditions.store(ignore, Ordering::SeqCst);
+    }
+
+    /// Stores an object if `cond` holds for what is at `key` now (atomically).
+    fn commit(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: Metadata,
+        cond: &WriteCondition,
+    ) -> StoreResult<String> {
+        let mut objects = self.objects.lock();
+        let current = objects.get(key).map(|o| o.etag.as_str());
+        if !self.ignore_conditions.load(Ordering::SeqCst) && !cond.holds_for(current) {
+            return Err(StoreError::PreconditionFailed);
+        }
+        let etag = self.new_etag();
+        StoreStats::count(&self.stats.bytes_uploaded, body.len() as u64);
+        objects.insert(
+            key.to_string(),
+            StoredObject {
+                body,
+                etag: etag.clone(),
+                last_modified: SystemTime::now(),
+                metadata,
+            },
+        );
+        Ok(etag)
+    }
+
     fn injected_fault(&self) -> StoreResult<()> {
         let left = self.failures_left.load(Ordering::SeqCst);
         if left > 0 {
@@ -83,21 +116,6 @@ impl MemoryStore {
             return Err(StoreError::Transient("injected fault".into()));
         }
         Ok(())
-    }
-
-    fn store(&self, key: &str, body: Bytes, metadata: &Metadata) -> String {
-        let etag = self.new_etag();
-        StoreStats::count(&self.stats.bytes_uploaded, body.len() as u64);
-        self.objects.lock().insert(
-            key.to_string(),
-            StoredObject {
-                body,
-                etag: etag.clone(),
-                last_modified: SystemTime::now(),
-                metadata: metadata.clone(),
-            },
-        );
-        etag
     }
 
     fn lookup(&self, key: &str) -> StoreResult<StoredObject> {
@@ -163,10 +181,16 @@ impl ObjectStore for MemoryStore {
         self.get_range(key, 0..u64::MAX).await
     }
 
-    async fn put(&self, key: &str, body: Bytes, metadata: &Metadata) -> StoreResult<String> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: &Metadata,
+        cond: &WriteCondition,
+    ) -> StoreResult<String> {
         StoreStats::count(&self.stats.puts, 1);
         self.injected_fault()?;
-        Ok(self.store(key, body, metadata))
+        self.commit(key, body, metadata.clone(), cond)
     }
 
     async fn put_file(
@@ -175,12 +199,13 @@ impl ObjectStore for MemoryStore {
         path: &Path,
         len: u64,
         metadata: &Metadata,
+        cond: &WriteCondition,
     ) -> StoreResult<String> {
         StoreStats::count(&self.stats.puts, 1);
         self.injected_fault()?;
         let mut body = std::fs::read(path)?;
         body.truncate(len as usize);
-        Ok(self.store(key, Bytes::from(body), metadata))
+        self.commit(key, Bytes::from(body), metadata.clone(), cond)
     }
 
     async fn create_multipart(&self, key: &str, metadata: &Metadata) -> StoreResult<String> {
@@ -219,6 +244,7 @@ impl ObjectStore for MemoryStore {
         key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
+        cond: &WriteCondition,
     ) -> StoreResult<String> {
         self.injected_fault()?;
         let (metadata, bodies) = self
@@ -233,17 +259,7 @@ impl ObjectStore for MemoryStore {
                 .ok_or_else(|| StoreError::Other(format!("InvalidPart {}", part.number)))?;
             whole.extend_from_slice(body);
         }
-        let etag = self.new_etag();
-        self.objects.lock().insert(
-            key.to_string(),
-            StoredObject {
-                body: whole.freeze(),
-                etag: etag.clone(),
-                last_modified: SystemTime::now(),
-                metadata,
-            },
-        );
-        Ok(etag)
+        self.commit(key, whole.freeze(), metadata, cond)
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> StoreResult<()> {

@@ -76,6 +76,43 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What the bucket must still hold at a key for a write to go ahead (S3 conditional
+/// writes: If-Match / If-None-Match: *). A failed condition is `PreconditionFailed`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WriteCondition {
+    #[default]
+    Always,
+    /// The object is still this version.
+    IfMatch(String),
+    /// No object exists at the key.
+    IfAbsent,
+}
+
+impl WriteCondition {
+    pub fn if_match(&self) -> Option<String> {
+        match self {
+            WriteCondition::IfMatch(etag) => Some(etag.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn if_none_match(&self) -> Option<String> {
+        matches!(self, WriteCondition::IfAbsent).then(|| "*".to_string())
+    }
+
+    /// Whether an object with `current` ETag (None: no object) satisfies the condition.
+    pub fn holds_for(&self, current: Option<&str>) -> bool {
+        match (self, current) {
+            (WriteCondition::Always, _) => true,
+            (WriteCondition::IfMatch(want), Some(etag)) => {
+                want.trim_matches('"') == etag.trim_matches('"')
+            }
+            (WriteCondition::IfMatch(_), None) => false,
+            (WriteCondition::IfAbsent, current) => current.is_none(),
+        }
+    }
+}
+
 /// A part of a multipart upload that the store accepted.
 #[derive(Debug, Clone)]
 pub struct CompletedPart {
@@ -93,15 +130,23 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes>;
     /// Reads a whole (small) object.
     async fn get(&self, key: &str) -> StoreResult<Bytes>;
-    /// Stores `body` at `key`; returns the new ETag.
-    async fn put(&self, key: &str, body: Bytes, metadata: &Metadata) -> StoreResult<String>;
-    /// Stores `len` bytes of the local file at `path` from `offset`; returns the new ETag.
+    /// Stores `body` at `key` if `cond` holds; returns the new ETag.
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: &Metadata,
+        cond: &WriteCondition,
+    ) -> StoreResult<String>;
+    /// Stores the first `len` bytes of the local file at `path` if `cond` holds; returns
+    /// the new ETag.
     async fn put_file(
         &self,
         key: &str,
         path: &Path,
         len: u64,
         metadata: &Metadata,
+        cond: &WriteCondition,
     ) -> StoreResult<String>;
     async fn create_multipart(&self, key: &str, metadata: &Metadata) -> StoreResult<String>;
     async fn upload_part(
@@ -116,6 +161,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
+        cond: &WriteCondition,
     ) -> StoreResult<String>;
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()>;
     /// Server-side copy; `metadata` replaces the source's when given.

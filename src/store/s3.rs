@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use super::{
     CompletedPart, Listing, Metadata, ObjectInfo, ObjectStore, ObjectSummary, StoreError,
-    StoreResult, StoreStats,
+    StoreResult, StoreStats, WriteCondition,
 };
 
 /// Where the bucket is and how to talk to it.
@@ -155,9 +155,14 @@ where
         ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch", _) | (_, Some(403)) => {
             StoreError::AccessDenied(format!("{code} {message}").trim().to_string())
         }
-        ("SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout", _) => {
-            StoreError::Transient(format!("{code} {message}"))
-        }
+        (
+            "SlowDown"
+            | "ServiceUnavailable"
+            | "InternalError"
+            | "RequestTimeout"
+            | "ConditionalRequestConflict",
+            _,
+        ) => StoreError::Transient(format!("{code} {message}")),
         (_, Some(s)) if s >= 500 || s == 429 => StoreError::Transient(format!("HTTP {s} {code}")),
         _ => StoreError::Other(format!("{code} {message} ({err:?})")),
     }
@@ -248,7 +253,13 @@ impl ObjectStore for S3Store {
         self.get_object(key, None).await
     }
 
-    async fn put(&self, key: &str, body: Bytes, metadata: &Metadata) -> StoreResult<String> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: &Metadata,
+        cond: &WriteCondition,
+    ) -> StoreResult<String> {
         StoreStats::count(&self.stats.puts, 1);
         let len = body.len() as u64;
         let out = self
@@ -257,6 +268,8 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .key(key)
             .set_metadata(Some(metadata.clone()))
+            .set_if_match(cond.if_match())
+            .set_if_none_match(cond.if_none_match())
             .body(ByteStream::from(body))
             .send()
             .await
@@ -272,6 +285,7 @@ impl ObjectStore for S3Store {
         path: &Path,
         len: u64,
         metadata: &Metadata,
+        cond: &WriteCondition,
     ) -> StoreResult<String> {
         StoreStats::count(&self.stats.puts, 1);
         let body = ByteStream::read_from()
@@ -287,6 +301,8 @@ impl ObjectStore for S3Store {
             .key(key)
             .content_length(len as i64)
             .set_metadata(Some(metadata.clone()))
+            .set_if_match(cond.if_match())
+            .set_if_none_match(cond.if_none_match())
             .body(body)
             .send()
             .await
@@ -347,6 +363,7 @@ impl ObjectStore for S3Store {
         key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
+        cond: &WriteCondition,
     ) -> StoreResult<String> {
         let parts = parts
             .into_iter()
@@ -363,6 +380,8 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
+            .set_if_match(cond.if_match())
+            .set_if_none_match(cond.if_none_match())
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))

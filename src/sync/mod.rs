@@ -1,8 +1,12 @@
 //! Background work on tokio: the uploader that writes local changes to the bucket.
 
+mod probe;
+pub mod reconciler;
 pub mod report;
 mod transfer;
 pub mod uploader;
 
+pub use probe::probe_conditional_writes;
+pub use reconciler::Reconciler;
 pub use report::UploadReport;
 pub use uploader::{Uploader, UploaderConfig};

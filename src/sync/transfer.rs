@@ -9,31 +9,46 @@ use tokio::task::JoinSet;
 
 use crate::cache::Content;
 use crate::fs::plan::{Job, JobKind, Outcome};
-use crate::fs::Fs;
-use crate::store::{CompletedPart, Metadata, ObjectStore, StoreError, StoreResult};
+use crate::fs::{ConditionalWrites, Fs, HeadChecked};
+use crate::store::{CompletedPart, Metadata, ObjectStore, StoreError, StoreResult, WriteCondition};
 
 use super::UploaderConfig;
 
-/// Runs `job`; returns the ETag the bucket answered (empty for deletes).
+/// Runs `job`; returns what it did in the bucket.
 pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreResult<Outcome> {
     let store = fs.store().clone();
-    match &job.kind {
-        JobKind::Delete { etag } => delete_version(store.as_ref(), &job.key, etag.as_deref()).await,
-        JobKind::Copy { from } => store
-            .copy(from, &job.key, Some(&job.metadata))
-            .await
-            .map(Outcome::Written),
-        JobKind::PutBody(body) => store
-            .put(&job.key, body.clone(), &job.metadata)
-            .await
-            .map(Outcome::Written),
+    let honoured = fs.conditional_writes() == ConditionalWrites::Honoured;
+    // Copies are always checked first: CopyObject conditions are not widely served.
+    let send = match (&job.kind, honoured) {
+        (JobKind::Copy { .. }, _) | (_, false) => WriteCondition::Always,
+        (_, true) => job.condition.clone(),
+    };
+    let check_first = send != job.condition;
+    let written = match &job.kind {
+        JobKind::Delete { etag } => {
+            return delete_version(store.as_ref(), &job.key, etag.as_deref()).await
+        }
         JobKind::Materialize => {
             let ino = match job.id {
                 crate::fs::plan::JobId::Inode(ino) => ino,
                 _ => return Ok(Outcome::Local),
             };
             blocking(move || fs.materialize(ino)).await?;
-            Ok(Outcome::Local)
+            return Ok(Outcome::Local);
+        }
+        JobKind::Copy { from } => {
+            if let Some(conflict) = precheck(store.as_ref(), job, check_first).await? {
+                return Ok(conflict);
+            }
+            store.copy(from, &job.key, Some(&job.metadata)).await
+        }
+        JobKind::PutBody(body) => {
+            if let Some(conflict) = precheck(store.as_ref(), job, check_first).await? {
+                return Ok(conflict);
+            }
+            store
+                .put(&job.key, body.clone(), &job.metadata, &send)
+                .await
         }
         JobKind::UploadFile {
             content,
@@ -43,23 +58,47 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
             let (content2, size2, source2, fs2) =
                 (content.clone(), *size, source.clone(), fs.clone());
             blocking(move || fs2.fill_content(&content2, size2, source2.as_ref())).await?;
-            let etag = if *size >= config.multipart_threshold {
-                upload_multipart(
-                    store,
-                    &job.key,
-                    content.clone(),
-                    *size,
-                    &job.metadata,
-                    config,
-                )
-                .await
+            if let Some(conflict) = precheck(store.as_ref(), job, check_first).await? {
+                return Ok(conflict);
+            }
+            if *size >= config.multipart_threshold {
+                let upload = Upload {
+                    key: &job.key,
+                    metadata: &job.metadata,
+                    condition: &send,
+                };
+                upload_multipart(store.clone(), upload, content.clone(), *size, config).await
             } else {
                 store
-                    .put_file(&job.key, content.path(), *size, &job.metadata)
+                    .put_file(&job.key, content.path(), *size, &job.metadata, &send)
                     .await
-            };
-            etag.map(Outcome::Written)
+            }
         }
+    };
+    match written {
+        Ok(etag) => Ok(Outcome::Written(etag)),
+        // Someone else's version is there: nothing was overwritten.
+        Err(StoreError::PreconditionFailed) => {
+            Ok(Outcome::Conflict(store.head_checked(&job.key).await?))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Where the server does not check conditions itself: compares what is at the key
+/// with what the job expects, just before writing.
+async fn precheck(store: &dyn ObjectStore, job: &Job, check: bool) -> StoreResult<Option<Outcome>> {
+    if !check || job.condition == WriteCondition::Always {
+        return Ok(None);
+    }
+    let current = store.head_checked(&job.key).await?;
+    if job
+        .condition
+        .holds_for(current.as_ref().map(|info| info.etag.as_str()))
+    {
+        Ok(None)
+    } else {
+        Ok(Some(Outcome::Conflict(current)))
     }
 }
 
@@ -97,24 +136,36 @@ fn part_size(size: u64, configured: u64) -> u64 {
     configured.max(size.div_ceil(10_000)).max(5 << 20)
 }
 
+/// Where a multipart upload goes and on what condition it may complete.
+struct Upload<'a> {
+    key: &'a str,
+    metadata: &'a Metadata,
+    condition: &'a WriteCondition,
+}
+
 async fn upload_multipart(
     store: Arc<dyn ObjectStore>,
-    key: &str,
+    upload: Upload<'_>,
     content: Arc<Content>,
     size: u64,
-    metadata: &Metadata,
     config: &UploaderConfig,
 ) -> StoreResult<String> {
-    let upload_id = store.create_multipart(key, metadata).await?;
-    match upload_parts(&store, key, &upload_id, content, size, config).await {
-        Ok(parts) => store.complete_multipart(key, &upload_id, parts).await,
-        Err(err) => {
-            if let Err(abort) = store.abort_multipart(key, &upload_id).await {
-                tracing::warn!(key, %abort, "could not abort a failed multipart upload");
-            }
-            Err(err)
+    let key = upload.key;
+    let upload_id = store.create_multipart(key, upload.metadata).await?;
+    let result = match upload_parts(&store, key, &upload_id, content, size, config).await {
+        Ok(parts) => {
+            store
+                .complete_multipart(key, &upload_id, parts, upload.condition)
+                .await
+        }
+        Err(err) => Err(err),
+    };
+    if result.is_err() {
+        if let Err(abort) = store.abort_multipart(key, &upload_id).await {
+            tracing::warn!(key, %abort, "could not abort a failed multipart upload");
         }
     }
+    result
 }
 
 /// Uploads parts with a bounded number in flight, so memory stays at parts * part size.

@@ -10,7 +10,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::fs::plan::{Busy, Job, JobId, Outcome};
-use crate::fs::{Fs, Pending};
+use crate::fs::{ConditionalWrites, Fs, Pending};
+
+/// How often an unanswered conditional-write probe is tried again.
+const PROBE_RETRY: Duration = Duration::from_secs(30);
 
 use super::report::UploadReport;
 
@@ -91,11 +94,20 @@ impl Uploader {
         let mut tracker = Tracker::default();
         let mut in_flight = JoinSet::new();
         let wake = self.fs.wake.clone();
+        let mut last_probe = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let everything = self.sync_all.load(Ordering::SeqCst) > 0;
+            let probe_due = last_probe.is_none_or(|t: Instant| t.elapsed() >= PROBE_RETRY);
+            if probe_due
+                && self.fs.conditional_writes() == ConditionalWrites::Unknown
+                && self.fs.pending() != Pending::default()
+            {
+                last_probe = Some(Instant::now());
+                super::probe::probe_conditional_writes(&self.fs).await;
+            }
             self.start_jobs(&mut tracker, &mut in_flight, everything);
             tokio::select! {
                 Some(joined) = in_flight.join_next() => self.settle(&mut tracker, joined),
@@ -205,6 +217,7 @@ impl Uploader {
                 let delay = backoff(attempts, self.config.max_backoff);
                 tracing::warn!(key = %job.key, action = job.action(), attempts, retry_in = ?delay, "failed: {err}");
                 self.report.failed(&job, attempts, &err);
+                self.fs.abandon(&job);
                 tracker
                     .backoff
                     .insert(job.id.clone(), (attempts, Instant::now() + delay));

@@ -7,5 +7,6 @@ mod crash;
 mod dirs;
 mod files;
 mod outage;
+mod reconcile;
 mod remote;
 mod support;

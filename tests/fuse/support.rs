@@ -132,6 +132,13 @@ impl Env {
             .unwrap();
     }
 
+    /// Deletes an object, as another client would.
+    pub fn delete(&self, key: &str) {
+        self.rt
+            .block_on(self.client.delete_object().bucket(BUCKET).key(key).send())
+            .unwrap();
+    }
+
     /// Body and user metadata of an object, or None if it is not in the bucket.
     pub fn get(&self, key: &str) -> Option<(Vec<u8>, HashMap<String, String>)> {
         let out = self

@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     pub state: Mutex<State>,
     pub stats: Stats,
     next_file: AtomicU64,
+    /// Act like servers that ignore If-Match / If-None-Match.
+    pub ignore_conditions: std::sync::atomic::AtomicBool,
 }
 
 /// The server's storage; cheap to clone, shared by every `Server` started on it.
@@ -84,6 +86,7 @@ impl Backend {
                 state: Mutex::new(State::default()),
                 stats: Stats::default(),
                 next_file: AtomicU64::new(1),
+                ignore_conditions: Default::default(),
             }),
         })
     }
@@ -95,6 +98,13 @@ impl Backend {
             .buckets
             .entry(name.to_string())
             .or_default();
+    }
+
+    /// Makes the server ignore conditional-write headers, as some real stores do.
+    pub fn ignore_conditions(&self, ignore: bool) {
+        self.inner
+            .ignore_conditions
+            .store(ignore, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn stats(&self) -> StatsSnapshot {

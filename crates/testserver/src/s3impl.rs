@@ -112,7 +112,16 @@ impl Backend {
             .buckets
             .get_mut(bucket)
             .ok_or_else(|| s3_error!(NoSuchBucket))?;
-        if let Err(err) = check_conditions(objects.get(key), if_none_match, if_match) {
+        let ignore = self
+            .inner
+            .ignore_conditions
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let checked = if ignore {
+            Ok(())
+        } else {
+            check_conditions(objects.get(key), if_none_match, if_match)
+        };
+        if let Err(err) = checked {
             let _ = std::fs::remove_file(&object.body);
             return Err(err);
         }

@@ -1,0 +1,310 @@
+//! When the bucket changed under a file this mount also changed: both versions stay.
+//! The bucket's version keeps the name; the local one moves beside it as
+//! `NAME.conflict-HOST-UTCSTAMP.EXT` and is uploaded there.
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use crate::mapping::attrs_from_metadata;
+use crate::store::ObjectInfo;
+
+use super::tree::{NodeKind, Stored, Tree};
+use super::Fs;
+
+/// What the kernel must forget after the namespace changed behind its back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelChange {
+    /// Attributes and cached pages of this inode.
+    Inode(u64),
+    /// The name `name` in directory `parent` (it now means another inode, or none).
+    Entry(u64, String),
+}
+
+/// Tells the kernel to drop cached entries, attributes and pages (FUSE notify).
+pub trait KernelCache: Send + Sync {
+    fn invalidate(&self, change: &KernelChange);
+}
+
+/// The object as the bucket holds it now, from a HEAD or a listing.
+#[derive(Debug, Clone)]
+pub struct RemoteVersion {
+    pub key: String,
+    pub info: ObjectInfo,
+    /// Whether `info.metadata` is known (a HEAD) or not (a listing).
+    pub metadata_known: bool,
+}
+
+impl Fs {
+    /// Sends invalidations to the kernel; never called with the tree locked (the
+    /// kernel may call back into the filesystem).
+    pub(super) fn tell_kernel(&self, changes: Vec<KernelChange>) {
+        if let Some(kernel) = self.kernel.get() {
+            for change in &changes {
+                kernel.invalidate(change);
+            }
+        }
+    }
+
+    /// The upload of `ino` to `key` found another version there (`remote`), or none.
+    pub(super) fn resolve_conflict(
+        &self,
+        tree: &mut Tree,
+        ino: u64,
+        key: &str,
+        remote: Option<ObjectInfo>,
+    ) -> Vec<KernelChange> {
+        let remote = remote.map(|info| RemoteVersion {
+            key: key.to_string(),
+            info,
+            metadata_known: true,
+        });
+        self.keep_both(tree, ino, key, remote)
+    }
+
+    /// Local changes of `ino` meet a remote change at its key. Remote deleted: the local
+    /// file is uploaded again. Remote changed: the local data moves to a conflict name
+    /// and a new inode shows the bucket's version under the old one.
+    pub(super) fn keep_both(
+        &self,
+        tree: &mut Tree,
+        ino: u64,
+        key: &str,
+        remote: Option<RemoteVersion>,
+    ) -> Vec<KernelChange> {
+        let Some(inode) = tree.get(ino) else {
+            return Vec::new();
+        };
+        if inode.unlinked || tree.path(ino).is_none() {
+            return Vec::new(); // removed here meanwhile: its delete is versioned
+        }
+        let (parent, name, kind) = (inode.parent, inode.name.clone(), inode.attr.kind);
+        let data_changed = inode
+            .stored
+            .as_ref()
+            .is_none_or(|s| s.data_version != inode.data_version);
+        // Whether the object this inode was based on is the one replaced or deleted
+        // (otherwise its base is elsewhere, e.g. the old key of a rename, and stays).
+        let base_lost = inode.stored.as_ref().is_some_and(|s| s.key == key);
+        let Some(remote) = remote else {
+            tracing::warn!(%key, "deleted in the bucket while changed here: uploading it again");
+            if base_lost {
+                tree.set_stored(ino, None);
+            }
+            tree.mark_dirty(ino);
+            self.persist(tree, ino);
+            self.wake.notify_one();
+            return Vec::new();
+        };
+        if !data_changed && base_lost && kind == NodeKind::File {
+            // Only attributes changed here: take the bucket's data, keep our attributes.
+            return self.adopt_remote_data(tree, ino, &remote);
+        }
+        let conflict_name = free_name(tree, parent, &conflict_name(&name, SystemTime::now()));
+        tracing::warn!(
+            key = %remote.key,
+            copy = %conflict_name,
+            "conflict: the bucket's version keeps the name, the local one is kept beside it"
+        );
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
+        tree.detach(ino);
+        if let Some(inode) = tree.get_mut(ino) {
+            inode.name = conflict_name.clone();
+        }
+        if let Some(children) = tree.get_mut(parent).and_then(|p| p.children.as_mut()) {
+            children.insert(conflict_name.clone(), ino);
+        }
+        if base_lost {
+            tree.set_stored(ino, None);
+        }
+        tree.mark_dirty(ino);
+        self.persist(tree, ino);
+        self.insert_remote(tree, parent, &name, &remote);
+        self.wake.notify_one();
+        vec![
+            KernelChange::Entry(parent, name),
+            KernelChange::Entry(parent, conflict_name),
+        ]
+    }
+
+    /// A new clean inode at `name` for the bucket's object.
+    pub(super) fn insert_remote(
+        &self,
+        tree: &mut Tree,
+        parent: u64,
+        name: &str,
+        remote: &RemoteVersion,
+    ) -> u64 {
+        let info = &remote.info;
+        let mut attr = self.default_attr(NodeKind::File, info.size, info.last_modified);
+        if remote.metadata_known {
+            let stored = attrs_from_metadata(
+                &info.metadata,
+                &self.config.defaults,
+                false,
+                info.last_modified,
+            );
+            attr.perm = stored.mode & 0o7777;
+            attr.uid = stored.uid;
+            attr.gid = stored.gid;
+            attr.mtime = stored.mtime;
+            if stored.mode & crate::mapping::S_IFMT == crate::mapping::S_IFLNK {
+                attr.kind = NodeKind::Symlink;
+            }
+        }
+        let new = tree.insert(parent, name, attr, false);
+        tree.set_stored(
+            new,
+            Some(Stored {
+                key: remote.key.clone(),
+                etag: info.etag.clone(),
+                size: info.size,
+                data_version: 0,
+                meta_version: 0,
+            }),
+        );
+        if let Some(inode) = tree.get_mut(new) {
+            inode.meta_known = remote.metadata_known;
+        }
+        new
+    }
+
+    /// The bucket holds new data for `ino`, which has no data changes of its own: the
+    /// cached bytes go and the new object is the base from now on.
+    pub(super) fn adopt_remote_data(
+        &self,
+        tree: &mut Tree,
+        ino: u64,
+        remote: &RemoteVersion,
+    ) -> Vec<KernelChange> {
+        let Some(inode) = tree.get_mut(ino) else {
+            return Vec::new();
+        };
+        if let Some(content) = &inode.content {
+            if !content.discard(remote.info.size) {
+                return Vec::new(); // being read or written right now: next time
+            }
+        }
+        let meta_version = match &inode.stored {
+            // Attribute changes of our own still go up (as a copy onto the new version).
+            Some(s) if s.meta_version != inode.meta_version => s.meta_version,
+            _ => inode.meta_version,
+        };
+        let own_meta = meta_version != inode.meta_version;
+        inode.attr.size = remote.info.size;
+        inode.symlink_target = None;
+        if !own_meta {
+            inode.attr.mtime = remote.info.last_modified;
+            inode.attr.ctime = remote.info.last_modified;
+            inode.meta_known = false; // mode, owner and mtime come with the next HEAD
+        }
+        let data_version = inode.data_version;
+        tree.set_stored(
+            ino,
+            Some(Stored {
+                key: remote.key.clone(),
+                etag: remote.info.etag.clone(),
+                size: remote.info.size,
+                data_version,
+                meta_version,
+            }),
+        );
+        if !own_meta {
+            tree.dirty.remove(&ino);
+            tree.urgent.remove(&ino);
+        }
+        self.persist(tree, ino);
+        tracing::info!(key = %remote.key, "changed in the bucket: new version taken");
+        vec![KernelChange::Inode(ino)]
+    }
+}
+
+/// `report.txt` -> `report.conflict-HOST-20261124T193000Z.txt`; the extension stays
+/// last so the copy opens with the same program. Dot files keep their whole name.
+pub fn conflict_name(name: &str, now: SystemTime) -> String {
+    let host = hostname();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let stamp = aws_smithy_types::DateTime::from_secs(secs as i64)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+        .replace([':', '-'], "");
+    let tag = format!("conflict-{host}-{stamp}");
+    match name.rfind('.') {
+        Some(dot) if dot > 0 && dot + 1 < name.len() => {
+            format!("{}.{tag}{}", &name[..dot], &name[dot..])
+        }
+        _ => format!("{name}.{tag}"),
+    }
+}
+
+/// A name not taken in `parent`: `name`, else `name` with `-2`, `-3` ... before the
+/// extension.
+fn free_name(tree: &Tree, parent: u64, name: &str) -> String {
+    if tree.child(parent, name).is_none() {
+        return name.to_string();
+    }
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 => name.split_at(dot),
+        _ => (name, ""),
+    };
+    (2..)
+        .map(|n| format!("{stem}-{n}{ext}"))
+        .find(|candidate| tree.child(parent, candidate).is_none())
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// This host's name, safe for a file name.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = if ok {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.is_empty() {
+        "host".into()
+    } else {
+        safe
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_names_keep_the_extension_last() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        let host = hostname();
+        assert_eq!(
+            conflict_name("report.txt", at),
+            format!("report.conflict-{host}-20261118T110640Z.txt")
+        );
+        assert_eq!(
+            conflict_name("Makefile", at),
+            format!("Makefile.conflict-{host}-20261118T110640Z")
+        );
+        assert_eq!(
+            conflict_name(".bashrc", at),
+            format!(".bashrc.conflict-{host}-20261118T110640Z")
+        );
+        assert_eq!(
+            conflict_name("a.tar.gz", at),
+            format!("a.tar.conflict-{host}-20261118T110640Z.gz")
+        );
+    }
+}

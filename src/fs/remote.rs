@@ -1,0 +1,376 @@
+//! Bringing in what other clients changed in the bucket: a full listing applied to
+//! the namespace (the reconciler's poll), and one HEAD at open for close-to-open
+//! freshness.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::mapping::{attrs_from_metadata, S_IFLNK, S_IFMT};
+use crate::store::{Listing, ObjectInfo, ObjectSummary, StoreError};
+
+use super::conflict::{KernelChange, RemoteVersion};
+use super::tree::{same_etag, NodeKind, Tree, ROOT};
+use super::{Fs, FsError, FsResult};
+
+/// Names this mount uses for itself in the bucket (the conditional-write probe).
+pub const PROBE_NAME_START: &str = ".s3syncfs-probe-";
+
+fn summary_version(key: &str, object: &ObjectSummary) -> RemoteVersion {
+    RemoteVersion {
+        key: key.to_string(),
+        info: ObjectInfo {
+            size: object.size,
+            etag: object.etag.clone(),
+            last_modified: object.last_modified,
+            metadata: Default::default(),
+        },
+        metadata_known: false,
+    }
+}
+
+impl Fs {
+    /// The mount's counter of its own bucket writes: a listing started now is news
+    /// only about keys this mount has not touched since.
+    pub fn epoch(&self) -> u64 {
+        self.tree.lock().epoch
+    }
+
+    /// Applies a listing of the whole mounted prefix, started at `epoch`: new objects
+    /// appear in directories already listed, changed ones get their new version,
+    /// deleted ones go. Local changes meeting remote ones keep both.
+    pub fn reconcile(self: &Arc<Self>, listing: &Listing, epoch: u64) {
+        let (changes, to_fill) = {
+            let mut tree = self.tree.lock();
+            let state = tree.state.clone();
+            let _atomic = state.batch();
+            let objects: HashMap<&str, &ObjectSummary> = listing
+                .objects
+                .iter()
+                .filter(|o| !is_own_probe(self.config.prefix.as_str(), &o.key))
+                .map(|o| (o.key.as_str(), o))
+                .collect();
+            let mut changes = self.apply_known(&mut tree, &objects, epoch);
+            let to_fill = self.merge_new(&mut tree, &objects, epoch);
+            changes.extend(self.drop_vanished_dirs(&mut tree, &objects, epoch));
+            // Keys touched before this listing are described by it: no longer needed.
+            tree.touched.retain(|_, at| *at > epoch);
+            (changes, to_fill)
+        };
+        self.tell_kernel(changes);
+        self.fill_metadata(to_fill);
+    }
+
+    /// Files whose bucket version this mount knows: unchanged, changed or deleted.
+    fn apply_known(
+        &self,
+        tree: &mut Tree,
+        objects: &HashMap<&str, &ObjectSummary>,
+        epoch: u64,
+    ) -> Vec<KernelChange> {
+        let now = Instant::now();
+        let mut changes = Vec::new();
+        let known: Vec<(String, u64)> = tree
+            .stored_keys
+            .iter()
+            .map(|(k, &i)| (k.clone(), i))
+            .collect();
+        for (key, ino) in known {
+            if key.ends_with('/') || tree.own_work_on(&key, epoch) {
+                continue;
+            }
+            let Some(inode) = tree.get(ino) else { continue };
+            if inode.unlinked || inode.is_dir() {
+                continue;
+            }
+            // A renamed file's old key is only the source of its copy.
+            if self.current_key(tree, ino).as_deref() != Some(key.as_str()) {
+                continue;
+            }
+            let dirty = tree.dirty.contains_key(&ino);
+            let base_etag = inode
+                .stored
+                .as_ref()
+                .map(|s| s.etag.clone())
+                .unwrap_or_default();
+            match objects.get(key.as_str()) {
+                Some(object)
+                    if base_etag.is_empty()
+                        || object.etag.is_empty()
+                        || same_etag(&base_etag, &object.etag) =>
+                {
+                    if let Some(inode) = tree.get_mut(ino) {
+                        inode.checked = Some(now);
+                    }
+                }
+                Some(object) => {
+                    let remote = summary_version(&key, object);
+                    changes.extend(if dirty {
+                        self.keep_both(tree, ino, &key, Some(remote))
+                    } else {
+                        self.adopt_remote_data(tree, ino, &remote)
+                    });
+                }
+                None if dirty => changes.extend(self.keep_both(tree, ino, &key, None)),
+                None => changes.extend(self.forget_deleted(tree, ino)),
+            }
+        }
+        changes
+    }
+
+    /// A clean file deleted in the bucket leaves the namespace; open handles keep
+    /// what they already read.
+    fn forget_deleted(&self, tree: &mut Tree, ino: u64) -> Vec<KernelChange> {
+        let Some(inode) = tree.get(ino) else {
+            return Vec::new();
+        };
+        let (parent, name) = (inode.parent, inode.name.clone());
+        tracing::info!(%name, "deleted in the bucket: removed here");
+        tree.detach(ino);
+        if let Some(inode) = tree.get_mut(ino) {
+            inode.unlinked = true;
+        }
+        tree.forget_if_unused(ino);
+        vec![KernelChange::Entry(parent, name)]
+    }
+
+    /// New objects and prefixes under directories already listed.
+    fn merge_new(
+        &self,
+        tree: &mut Tree,
+        objects: &HashMap<&str, &ObjectSummary>,
+        epoch: u64,
+    ) -> Vec<(u64, String)> {
+        let mut listed: HashMap<String, u64> = HashMap::new();
+        for (&ino, inode) in &tree.inodes {
+            if inode.is_dir() && inode.listed && !inode.unlinked {
+                if let Some(path) = tree.path(ino) {
+                    listed.insert(self.config.prefix.dir_prefix(&path), ino);
+                }
+            }
+        }
+        let mut per_dir: HashMap<&str, (Vec<ObjectSummary>, BTreeSet<String>)> = HashMap::new();
+        for (&key, &object) in objects {
+            // Known keys were handled above; our own recent work is not news.
+            if tree.stored_keys.contains_key(key) || tree.own_work_on(key, epoch) {
+                continue;
+            }
+            for (prefix, _) in listed.iter().filter(|(p, _)| key.starts_with(p.as_str())) {
+                let rest = &key[prefix.len()..];
+                let entry = per_dir.entry(prefix.as_str()).or_default();
+                match rest.find('/') {
+                    Some(i) => {
+                        entry.1.insert(key[..prefix.len() + i + 1].to_string());
+                    }
+                    None => entry.0.push(object.clone()),
+                }
+            }
+        }
+        let mut to_fill = Vec::new();
+        for (prefix, (objects, prefixes)) in per_dir {
+            let Some(&dir) = listed.get(prefix) else {
+                continue;
+            };
+            let listing = Listing {
+                objects,
+                prefixes: prefixes.into_iter().collect(),
+            };
+            to_fill.extend(self.merge_listing(tree, dir, prefix, &listing));
+        }
+        to_fill
+    }
+
+    /// Directories whose every key is gone from the bucket, with nothing local in them.
+    fn drop_vanished_dirs(
+        &self,
+        tree: &mut Tree,
+        objects: &HashMap<&str, &ObjectSummary>,
+        epoch: u64,
+    ) -> Vec<KernelChange> {
+        let mut present: HashSet<&str> = HashSet::new();
+        for key in objects.keys() {
+            for (i, _) in key.match_indices('/') {
+                present.insert(&key[..=i]);
+            }
+        }
+        let mut dirs: Vec<(usize, u64, String)> = tree
+            .inodes
+            .iter()
+            .filter(|(&ino, i)| ino != ROOT && i.is_dir() && !i.unlinked)
+            .filter_map(|(&ino, _)| {
+                let path = tree.path(ino)?;
+                Some((path.len(), ino, self.config.prefix.dir_prefix(&path)))
+            })
+            .collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.0)); // deepest first
+        let mut changes = Vec::new();
+        for (_, ino, prefix) in dirs {
+            let gone = !present.contains(prefix.as_str())
+                && !tree.dirty.contains_key(&ino)
+                && !tree.own_work_on(&prefix, epoch)
+                && tree
+                    .pending_deletes
+                    .range(prefix.clone()..)
+                    .next()
+                    .is_none_or(|(k, _)| !k.starts_with(&prefix))
+                && tree.get(ino).is_some_and(|i| {
+                    i.children.as_ref().is_none_or(|c| c.is_empty()) && i.open_handles == 0
+                });
+            if gone {
+                changes.extend(self.forget_deleted(tree, ino));
+            }
+        }
+        changes
+    }
+
+    /// At open: a clean file whose bucket version was not confirmed within the TTL is
+    /// checked with one HEAD. Gone: ENOENT. Changed: the new version is taken.
+    pub(super) fn revalidate_at_open(&self, ino: u64) -> FsResult<()> {
+        let ttl = self.config.metadata_ttl;
+        let key = {
+            let tree = self.tree.lock();
+            let Some(inode) = tree.get(ino) else {
+                return Err(FsError::NotFound);
+            };
+            let Some(stored) = &inode.stored else {
+                return Ok(());
+            };
+            let fresh = inode.meta_known && inode.checked.is_some_and(|t| t.elapsed() < ttl);
+            if fresh
+                || inode.attr.kind == NodeKind::Dir
+                || tree.dirty.contains_key(&ino)
+                || tree.own_work_on(&stored.key, tree.epoch)
+                || self.current_key(&tree, ino).as_deref() != Some(stored.key.as_str())
+            {
+                return Ok(());
+            }
+            stored.key.clone()
+        };
+        let epoch = self.epoch();
+        let result = self.block_on(&format!("HEAD {key}"), self.store.head_checked(&key));
+        let changes = {
+            let mut tree = self.tree.lock();
+            let Some(inode) = tree.get(ino) else {
+                return Err(FsError::NotFound);
+            };
+            let still_same = !tree.dirty.contains_key(&ino)
+                && !tree.own_work_on(&key, epoch)
+                && inode.stored.as_ref().is_some_and(|s| s.key == key);
+            if !still_same {
+                return Ok(()); // changed here meanwhile: the upload decides
+            }
+            let base = inode
+                .stored
+                .as_ref()
+                .map(|s| s.etag.clone())
+                .unwrap_or_default();
+            match result {
+                Ok(None) => {
+                    let changes = self.forget_deleted(&mut tree, ino);
+                    drop(tree);
+                    // Not from inside open: the kernel may hold the directory's lock.
+                    self.tell_kernel_later(changes);
+                    return Err(FsError::NotFound);
+                }
+                Ok(Some(info)) if base.is_empty() || same_etag(&base, &info.etag) => {
+                    drop(tree);
+                    self.apply_head_attrs(ino, &info);
+                    return Ok(());
+                }
+                Ok(Some(info)) => {
+                    let remote = RemoteVersion {
+                        key: key.clone(),
+                        info: info.clone(),
+                        metadata_known: true,
+                    };
+                    let changes = self.adopt_remote_data(&mut tree, ino, &remote);
+                    drop(tree);
+                    self.apply_head_attrs(ino, &info);
+                    changes
+                }
+                // Offline or slow: what this mount has is what the open gets.
+                Err(_) => return Ok(()),
+            }
+        };
+        // Attributes and pages of this inode only: safe from inside open.
+        self.tell_kernel(changes);
+        Ok(())
+    }
+}
+
+impl Fs {
+    /// Attributes from a HEAD of the version this clean inode holds.
+    fn apply_head_attrs(&self, ino: u64, info: &ObjectInfo) {
+        let mut tree = self.tree.lock();
+        if tree.dirty.contains_key(&ino) {
+            return;
+        }
+        let Some(inode) = tree.get_mut(ino) else {
+            return;
+        };
+        inode.checked = Some(Instant::now());
+        if inode.meta_known {
+            return;
+        }
+        let stored = attrs_from_metadata(
+            &info.metadata,
+            &self.config.defaults,
+            inode.is_dir(),
+            info.last_modified,
+        );
+        if stored.mode & S_IFMT == S_IFLNK {
+            inode.attr.kind = NodeKind::Symlink;
+        }
+        inode.attr.perm = stored.mode & 0o7777;
+        inode.attr.uid = stored.uid;
+        inode.attr.gid = stored.gid;
+        inode.attr.mtime = stored.mtime;
+        inode.attr.ctime = stored.mtime;
+        inode.attr.size = info.size;
+        inode.meta_known = true;
+    }
+
+    /// Invalidations sent from another thread, for callers inside a FUSE request.
+    fn tell_kernel_later(&self, changes: Vec<KernelChange>) {
+        if let Some(kernel) = self.kernel.get().cloned() {
+            std::thread::spawn(move || {
+                for change in &changes {
+                    kernel.invalidate(change);
+                }
+            });
+        }
+    }
+}
+
+/// Whether `key` is a probe object of this project's (never shown).
+pub(super) fn is_own_probe(prefix: &str, key: &str) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|rest| rest.starts_with(PROBE_NAME_START))
+}
+
+/// A probe left behind by a daemon killed while probing (named `...-PID-NANOS`):
+/// older than an hour, it is no other mount's probe in progress.
+pub(super) fn is_stale_probe(key: &str) -> bool {
+    let nanos = key.rsplit('-').next().and_then(|n| n.parse::<u128>().ok());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    nanos.is_some_and(|at| now.saturating_sub(at) > 3600 * 1_000_000_000)
+}
+
+/// A HEAD where "no such object" is an answer, not an error.
+#[async_trait::async_trait]
+pub trait HeadChecked {
+    async fn head_checked(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl<T: crate::store::ObjectStore + ?Sized> HeadChecked for T {
+    async fn head_checked(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        match self.head(key).await {
+            Ok(info) => Ok(Some(info)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}

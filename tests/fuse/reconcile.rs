@@ -1,0 +1,258 @@
+//! Other clients changing the bucket: the poll and the open-time check bring their
+//! changes in, and concurrent edits keep both versions instead of overwriting one.
+
+use std::fs;
+use std::path::Path;
+
+use crate::support::{s3syncfs, wait_until, Env, Mount, BUCKET};
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn sync(env: &Env, mnt: &Mount) {
+    let out = s3syncfs(
+        env,
+        &["sync", mnt.path.to_str().unwrap(), "--timeout", "60"],
+    );
+    assert!(
+        out.status.success(),
+        "sync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn status(env: &Env, mnt: &Mount) -> serde_json::Value {
+    let out = s3syncfs(env, &["status", mnt.path.to_str().unwrap(), "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The one conflict copy of `stem.ext` in the bucket, if any.
+fn conflict_key(env: &Env, stem: &str, ext: &str) -> Option<String> {
+    env.keys()
+        .into_iter()
+        .find(|k| k.starts_with(&format!("{stem}.conflict-")) && k.ends_with(ext))
+}
+
+#[test]
+fn the_poll_brings_in_new_changed_and_deleted_objects() {
+    let env = Env::new();
+    env.put("changed.txt", b"first version", &[]);
+    env.put("deleted.txt", b"soon gone", &[]);
+    env.put("dir/kept.txt", b"kept", &[]);
+    let mnt = env.mount_with(BUCKET, &["--poll-interval", "1", "--metadata-ttl", "3600"]);
+    assert_eq!(names(&mnt.path), ["changed.txt", "deleted.txt", "dir"]);
+    assert_eq!(fs::read(mnt.p("changed.txt")).unwrap(), b"first version");
+    assert_eq!(names(&mnt.p("dir")), ["kept.txt"]);
+
+    env.put("changed.txt", b"second, longer version", &[]);
+    env.delete("deleted.txt");
+    env.put("new.txt", b"new", &[]);
+    env.put("dir/added.txt", b"added", &[]);
+    env.put("newdir/inside.txt", b"inside", &[]);
+    wait_until("the poll applies the remote changes", || {
+        names(&mnt.path) == ["changed.txt", "dir", "new.txt", "newdir"]
+            && names(&mnt.p("dir")) == ["added.txt", "kept.txt"]
+    });
+    // Despite the long TTL: the poll invalidated the cached data and attributes.
+    wait_until("the changed content is read", || {
+        fs::read(mnt.p("changed.txt")).unwrap() == b"second, longer version"
+    });
+    assert_eq!(fs::metadata(mnt.p("changed.txt")).unwrap().len(), 22);
+    assert_eq!(fs::read(mnt.p("newdir/inside.txt")).unwrap(), b"inside");
+    assert!(!mnt.p("deleted.txt").exists());
+
+    env.delete("newdir/inside.txt");
+    wait_until("an emptied remote directory goes", || {
+        !names(&mnt.path).contains(&"newdir".to_string())
+    });
+    mnt.unmount();
+}
+
+#[test]
+fn opening_a_file_checks_the_bucket_once_the_ttl_passed() {
+    let env = Env::new();
+    env.put("a.txt", b"old", &[("mode", "33188")]);
+    env.put("b.txt", b"to be deleted", &[]);
+    let mnt = env.mount_with(BUCKET, &["--poll-interval", "0", "--metadata-ttl", "0"]);
+    assert_eq!(fs::read(mnt.p("a.txt")).unwrap(), b"old");
+    assert_eq!(fs::read(mnt.p("b.txt")).unwrap(), b"to be deleted");
+    env.put("a.txt", b"new and longer", &[("mode", "33152")]);
+    env.delete("b.txt");
+    // No poll: the open itself sees the new version, at once.
+    assert_eq!(fs::read(mnt.p("a.txt")).unwrap(), b"new and longer");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(mnt.p("a.txt")).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let err = fs::read(mnt.p("b.txt")).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    mnt.unmount();
+}
+
+fn concurrent_edit_keeps_both(ignore_conditions: bool) {
+    let env = Env::new();
+    env.backend.ignore_conditions(ignore_conditions);
+    let mnt = env.mount_with(
+        BUCKET,
+        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
+    );
+    fs::write(mnt.p("report.txt"), b"base").unwrap();
+    sync(&env, &mnt);
+    fs::write(mnt.p("report.txt"), b"edited here").unwrap();
+    env.put("report.txt", b"edited elsewhere", &[]);
+    sync(&env, &mnt);
+
+    assert_eq!(env.get("report.txt").unwrap().0, b"edited elsewhere");
+    let copy = conflict_key(&env, "report", ".txt").expect("no conflict copy in the bucket");
+    assert_eq!(env.get(&copy).unwrap().0, b"edited here");
+    assert_eq!(names(&mnt.path), [copy.clone(), "report.txt".to_string()]);
+    assert_eq!(fs::read(mnt.p("report.txt")).unwrap(), b"edited elsewhere");
+    assert_eq!(fs::read(mnt.p(&copy)).unwrap(), b"edited here");
+    let status = status(&env, &mnt);
+    assert_eq!(status["conflicts"], 1);
+    let mode = if ignore_conditions {
+        "ignored"
+    } else {
+        "honoured"
+    };
+    assert_eq!(status["conditional_writes"], mode);
+    mnt.unmount();
+    assert!(mnt_log_mentions_conflict(&env));
+}
+
+fn mnt_log_mentions_conflict(env: &Env) -> bool {
+    fs::read_dir(env.dir.path()).unwrap().any(|e| {
+        let path = e.unwrap().path();
+        path.extension().is_some_and(|x| x == "txt")
+            && fs::read_to_string(&path).is_ok_and(|t| t.contains("WARN") && t.contains("conflict"))
+    })
+}
+
+#[test]
+fn a_concurrent_edit_keeps_both_versions_with_conditional_writes() {
+    concurrent_edit_keeps_both(false);
+}
+
+#[test]
+fn a_concurrent_edit_keeps_both_versions_on_a_server_ignoring_conditions() {
+    concurrent_edit_keeps_both(true);
+}
+
+#[test]
+fn a_new_file_meeting_a_remote_one_of_the_same_name_keeps_both() {
+    let env = Env::new();
+    let mnt = env.mount_with(
+        BUCKET,
+        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
+    );
+    fs::write(mnt.p("notes"), b"mine").unwrap();
+    env.put("notes", b"theirs", &[]);
+    sync(&env, &mnt);
+    assert_eq!(env.get("notes").unwrap().0, b"theirs");
+    let copy = conflict_key(&env, "notes", "").expect("no conflict copy");
+    assert_eq!(env.get(&copy).unwrap().0, b"mine");
+    mnt.unmount();
+}
+
+#[test]
+fn the_poll_finds_a_conflict_before_the_upload() {
+    let env = Env::new();
+    env.put("doc.md", b"base", &[]);
+    let mnt = env.mount_with(
+        BUCKET,
+        &["--poll-interval", "1", "--upload-delay-ms", "600000"],
+    );
+    fs::write(mnt.p("doc.md"), b"local edit").unwrap();
+    env.put("doc.md", b"remote edit", &[]);
+    wait_until("the poll moves the local edit aside", || {
+        names(&mnt.path).len() == 2
+    });
+    assert_eq!(fs::read(mnt.p("doc.md")).unwrap(), b"remote edit");
+    sync(&env, &mnt);
+    let copy = conflict_key(&env, "doc", ".md").expect("no conflict copy");
+    assert_eq!(env.get(&copy).unwrap().0, b"local edit");
+    assert_eq!(env.get("doc.md").unwrap().0, b"remote edit");
+    mnt.unmount();
+}
+
+#[test]
+fn a_remote_delete_of_a_locally_changed_file_uploads_it_again() {
+    let env = Env::new();
+    env.put("keep.txt", b"base", &[]);
+    let mnt = env.mount_with(
+        BUCKET,
+        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
+    );
+    fs::write(mnt.p("keep.txt"), b"changed here").unwrap();
+    env.delete("keep.txt");
+    sync(&env, &mnt);
+    assert_eq!(env.get("keep.txt").unwrap().0, b"changed here");
+    assert_eq!(env.keys(), ["keep.txt"]);
+    mnt.unmount();
+}
+
+#[test]
+fn a_local_delete_of_a_remotely_changed_file_keeps_the_remote_version() {
+    let env = Env::new();
+    env.put("shared.txt", b"base", &[]);
+    let mnt = env.mount_with(BUCKET, &["--poll-interval", "1"]);
+    assert_eq!(fs::read(mnt.p("shared.txt")).unwrap(), b"base");
+    env.put("shared.txt", b"changed elsewhere", &[]);
+    fs::remove_file(mnt.p("shared.txt")).unwrap();
+    sync(&env, &mnt);
+    assert_eq!(env.get("shared.txt").unwrap().0, b"changed elsewhere");
+    wait_until("the remote version shows again", || {
+        mnt.p("shared.txt").exists()
+    });
+    assert_eq!(fs::read(mnt.p("shared.txt")).unwrap(), b"changed elsewhere");
+    mnt.unmount();
+}
+
+#[test]
+fn two_mounts_of_one_bucket_see_each_other() {
+    let env = Env::new();
+    let args = ["--poll-interval", "1", "--upload-delay-ms", "50"];
+    let one = env.mount_with(BUCKET, &args);
+    let two = env.mount_with(BUCKET, &args);
+    fs::write(one.p("from-one.txt"), b"written by one").unwrap();
+    wait_until("two sees one's file", || {
+        fs::read(two.p("from-one.txt")).is_ok_and(|b| b == b"written by one")
+    });
+    fs::write(two.p("from-one.txt"), b"rewritten by two").unwrap();
+    wait_until("one sees two's change", || {
+        fs::read(one.p("from-one.txt")).is_ok_and(|b| b == b"rewritten by two")
+    });
+    fs::remove_file(one.p("from-one.txt")).unwrap();
+    wait_until("two sees the delete", || !two.p("from-one.txt").exists());
+    one.unmount();
+    two.unmount();
+    assert!(env.keys().is_empty(), "{:?}", env.keys());
+}
+
+#[test]
+fn renaming_a_directory_while_others_add_to_it_loses_nothing() {
+    let env = Env::new();
+    env.put("old/a.txt", b"a", &[]);
+    let mnt = env.mount_with(
+        BUCKET,
+        &["--poll-interval", "1", "--upload-delay-ms", "600000"],
+    );
+    assert_eq!(names(&mnt.p("old")), ["a.txt"]);
+    env.put("old/added-elsewhere.txt", b"theirs", &[]);
+    fs::rename(mnt.p("old"), mnt.p("new")).unwrap();
+    sync(&env, &mnt);
+    assert_eq!(env.get("new/a.txt").unwrap().0, b"a");
+    assert_eq!(env.get("old/added-elsewhere.txt").unwrap().0, b"theirs");
+    assert!(env.get("old/a.txt").is_none());
+    wait_until("the other client's file shows under the old name", || {
+        mnt.p("old/added-elsewhere.txt").exists()
+    });
+    mnt.unmount();
+}
