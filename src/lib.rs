@@ -2,10 +2,13 @@
 //! disk cache, with a background uploader.
 
 pub mod cache;
+pub mod cli;
 pub mod client;
 pub mod control;
+pub mod credentials;
 pub mod fs;
 pub mod fuse;
+pub mod logging;
 pub mod mapping;
 pub mod mount;
 pub mod state;

@@ -5,110 +5,41 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use s3syncfs::cli::{self, Cli, Cmd, MountArgs};
 use s3syncfs::client;
-use s3syncfs::mount::{self, MountOptions};
-
-#[derive(Parser)]
-#[command(
-    name = "s3syncfs",
-    version,
-    about = "Mount an S3 bucket through a local disk cache"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Mount BUCKET[:PREFIX] at MOUNTPOINT.
-    #[command(args_override_self = true)] // a later option wins, as in fstab option lists
-    Mount(MountArgs),
-    /// Unmount a mounted s3syncfs; pending uploads finish (bounded) before the daemon exits.
-    Unmount { mountpoint: PathBuf },
-    /// Show what is waiting to reach the bucket.
-    Status {
-        mountpoint: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Upload everything pending now and return once it is in the bucket.
-    Sync {
-        mountpoint: PathBuf,
-        /// Give up (exit 1) after this many seconds.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
-    },
-}
-
-#[derive(clap::Args, Clone)]
-struct MountArgs {
-    /// The bucket, optionally with a key prefix: BUCKET or BUCKET:PREFIX.
-    source: String,
-    mountpoint: PathBuf,
-    /// S3 endpoint URL, e.g. https://us-east-1.linodeobjects.com or http://127.0.0.1:9000.
-    #[arg(long)]
-    endpoint: String,
-    /// SigV4 region (for Linode, the cluster id such as us-iad-10).
-    #[arg(long, default_value = "us-east-1")]
-    region: String,
-    /// Path-style addressing (http://host/bucket/key) instead of virtual-hosted.
-    #[arg(long)]
-    path_style: bool,
-    /// Local directory for cached data; must not be shared by two mounts.
-    #[arg(long)]
-    cache_dir: PathBuf,
-    /// Most disk space cached data may take (512M, 10G ...); default: unlimited. Clean
-    /// files are evicted least recently used first; changes not yet uploaded never are,
-    /// and once they alone fill it, writes fail with ENOSPC.
-    #[arg(long, value_parser = parse_cache_size)]
-    cache_size: Option<u64>,
-    /// Stay in the foreground and log to stderr.
-    #[arg(long)]
-    foreground: bool,
-    /// Seconds any single request to the bucket may take.
-    #[arg(long, default_value_t = 30)]
-    request_timeout: u64,
-    /// Milliseconds a closed file must stay unchanged before it is uploaded.
-    #[arg(long, default_value_t = 500)]
-    upload_delay_ms: u64,
-    /// Seconds pending uploads get at unmount; the rest is logged as not uploaded.
-    #[arg(long, default_value_t = 30)]
-    unmount_timeout: u64,
-    /// Entries per listing whose metadata is fetched (HEAD) in the background; 0 = none.
-    #[arg(long, default_value_t = 1000)]
-    metadata_fill: usize,
-    /// A listing with at most this many entries of unknown metadata waits for their HEADs
-    /// (exact modes and mtimes in its first `ls -l`); larger ones are filled in the background.
-    #[arg(long, default_value_t = 100)]
-    metadata_wait: usize,
-    /// Seconds between listings of the bucket that bring in other clients' changes;
-    /// 0 turns polling off.
-    #[arg(long, default_value_t = 10)]
-    poll_interval: u64,
-    /// Opening a file checks it with one HEAD when the bucket last confirmed it longer
-    /// ago than this many seconds (close-to-open freshness).
-    #[arg(long, default_value_t = 5)]
-    metadata_ttl: u64,
-    /// fsync returns only once the file is in the bucket (default: once it is on local disk).
-    #[arg(long)]
-    fsync_remote: bool,
-    /// Threads serving FUSE requests.
-    #[arg(long, default_value_t = 16)]
-    fuse_threads: usize,
-    /// Log filter (error, warn, info, debug, trace or a tracing directive).
-    #[arg(long, default_value = "info")]
-    log_level: String,
-    /// Internal: report readiness on stdout (set by the daemonizing parent).
-    #[arg(long, hide = true)]
-    daemon_child: bool,
-}
+use s3syncfs::mount;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Cmd::Mount(args) => mount_command(args),
+    let args: Vec<String> = std::env::args().collect();
+    let (argv, helper) = match cli::invocation(args) {
+        cli::Invocation::Command(argv) => (argv, false),
+        cli::Invocation::Helper { fake: true, .. } => return ExitCode::SUCCESS,
+        cli::Invocation::Helper { argv, .. } => (argv, true),
+    };
+    // mount(8) expects 32 from a helper whose mount failed.
+    let failed = if helper { 32 } else { 1 };
+    let argv = match cli::expand_options(argv) {
+        Ok(argv) => argv,
+        Err(why) => {
+            eprintln!("s3syncfs: {why}");
+            return ExitCode::from(failed);
+        }
+    };
+    let parsed = match Cli::try_parse_from(&argv) {
+        Ok(parsed) => parsed,
+        Err(err) if helper => {
+            eprintln!("s3syncfs: {}", err.kind());
+            let _ = err.print();
+            return ExitCode::from(failed);
+        }
+        Err(err) => err.exit(),
+    };
+    match parsed.command {
+        Cmd::Mount(args) => match mount_command(*args, &argv) {
+            ExitCode::SUCCESS => ExitCode::SUCCESS,
+            _ => ExitCode::from(failed),
+        },
         Cmd::Unmount { mountpoint } => unmount_command(&mountpoint),
         Cmd::Status { mountpoint, json } => outcome(client::status_command(&mountpoint, json)),
         Cmd::Sync {
@@ -121,28 +52,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
-    // fuser logs every unimplemented request and a harmless unmount race at warn.
-    let directives = if level.contains("fuser") {
-        level.to_string()
-    } else {
-        format!("{level},fuser=error")
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-}
-
-fn mount_command(args: MountArgs) -> ExitCode {
+fn mount_command(args: MountArgs, argv: &[String]) -> ExitCode {
     if !args.foreground && !args.daemon_child {
-        return daemonize(&args);
+        return daemonize(&args, argv);
     }
-    init_logging(&args.log_level);
-    let options = match options_from(&args) {
+    s3syncfs::logging::init(&args.log_level, args.daemon_child);
+    let options = match args.options() {
         Ok(o) => o,
         Err(err) => {
             eprintln!("s3syncfs: {err:#}");
@@ -174,41 +89,6 @@ fn mount_command(args: MountArgs) -> ExitCode {
     }
 }
 
-fn options_from(args: &MountArgs) -> anyhow::Result<MountOptions> {
-    let (bucket, prefix) = mount::parse_source(&args.source)?;
-    let endpoint = args.endpoint.trim_end_matches('/').to_string();
-    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-        anyhow::bail!("endpoint {endpoint:?} must be a URL starting with http:// or https://");
-    }
-    let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
-    Ok(MountOptions {
-        bucket,
-        prefix,
-        mountpoint: absolute(&args.mountpoint),
-        endpoint,
-        region: args.region.clone(),
-        path_style: args.path_style,
-        cache_dir: absolute(&args.cache_dir),
-        cache_size: args.cache_size,
-        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
-        upload_delay: Duration::from_millis(args.upload_delay_ms),
-        unmount_timeout: Duration::from_secs(args.unmount_timeout),
-        metadata_fill: args.metadata_fill,
-        metadata_wait: args.metadata_wait,
-        fsync_remote: args.fsync_remote,
-        poll_interval: (args.poll_interval > 0).then(|| Duration::from_secs(args.poll_interval)),
-        metadata_ttl: Duration::from_secs(args.metadata_ttl),
-        fuse_threads: args.fuse_threads.max(1),
-    })
-}
-
-fn parse_cache_size(text: &str) -> Result<u64, String> {
-    match s3syncfs::units::parse_size(text)? {
-        0 => Err("the cache size must be more than 0 (leave it out for no limit)".into()),
-        bytes => Ok(bytes),
-    }
-}
-
 /// The daemon's stdout was the readiness channel; after READY it points at /dev/null.
 fn detach_stdout() {
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
@@ -219,19 +99,23 @@ fn detach_stdout() {
 }
 
 /// Starts the daemon as a child in its own session and waits for it to report.
-fn daemonize(args: &MountArgs) -> ExitCode {
-    if let Err(err) = options_from(args) {
-        eprintln!("s3syncfs: {err:#}");
-        return ExitCode::from(1);
-    }
-    if let Err(err) = std::fs::create_dir_all(&args.cache_dir) {
+fn daemonize(args: &MountArgs, argv: &[String]) -> ExitCode {
+    let options = match args.options() {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("s3syncfs: {err:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let cache_dir = options.cache_dir;
+    if let Err(err) = std::fs::create_dir_all(&cache_dir) {
         eprintln!(
             "s3syncfs: cannot create cache dir {}: {err}",
-            args.cache_dir.display()
+            cache_dir.display()
         );
         return ExitCode::from(1);
     }
-    let log_path = args.cache_dir.join("s3syncfs.log");
+    let log_path = cache_dir.join("s3syncfs.log");
     let log = match std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -244,7 +128,7 @@ fn daemonize(args: &MountArgs) -> ExitCode {
         }
     };
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("s3syncfs"));
-    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut argv: Vec<String> = argv.iter().skip(1).cloned().collect();
     argv.push("--daemon-child".into());
     use std::os::unix::process::CommandExt;
     let child = Command::new(exe)

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use fuser::{Config, MountOption, Session};
 
 use crate::cache::Cache;
+use crate::credentials::CredentialSource;
 use crate::fs::{cache_files_in_use, Fs, FsConfig};
 use crate::fuse::FuseAdapter;
 use crate::mapping::{DefaultAttrs, KeyPrefix};
@@ -30,6 +31,11 @@ pub struct MountOptions {
     pub cache_dir: PathBuf,
     /// Bytes the cache may take on disk; None: no limit.
     pub cache_size: Option<u64>,
+    pub credentials: CredentialSource,
+    /// Owner and modes of objects without s3fs metadata.
+    pub defaults: DefaultAttrs,
+    pub allow_other: bool,
+    pub read_only: bool,
     pub request_timeout: Duration,
     pub upload_delay: Duration,
     pub unmount_timeout: Duration,
@@ -48,6 +54,7 @@ const MOUNTED_BEFORE: &str = "mounted_bucket";
 /// Splits `BUCKET[:PREFIX]`.
 pub fn parse_source(source: &str) -> anyhow::Result<(String, KeyPrefix)> {
     let (bucket, prefix) = source.split_once(':').unwrap_or((source, ""));
+    let prefix = prefix.trim_start_matches('/'); // fstab style: bucket:/photos
     let valid_bucket = (3..=63).contains(&bucket.len())
         && bucket
             .bytes()
@@ -81,6 +88,25 @@ fn lock_cache_dir(dir: &Path) -> anyhow::Result<CacheLock> {
         bail!("cache dir {} is in use by another s3syncfs", dir.display());
     }
     Ok(CacheLock(file))
+}
+
+/// FUSE must be there before anything else is tried.
+fn check_fuse() -> anyhow::Result<()> {
+    if !Path::new("/dev/fuse").exists() {
+        bail!(
+            "no /dev/fuse: load the fuse module (modprobe fuse) or give the container the device"
+        );
+    }
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+    };
+    if !root && !on_path("fusermount3") {
+        bail!("fusermount3 not found: install the fuse3 package");
+    }
+    Ok(())
 }
 
 fn check_mountpoint(path: &Path) -> anyhow::Result<()> {
@@ -133,6 +159,7 @@ fn explain_access_error(err: StoreError, options: &MountOptions) -> anyhow::Erro
 /// or with the reason it cannot be.
 pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> anyhow::Result<()> {
     let setup = || -> anyhow::Result<_> {
+        check_fuse()?;
         check_mountpoint(&options.mountpoint)?;
         let lock = lock_cache_dir(&options.cache_dir)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -140,12 +167,18 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             .thread_name("s3syncfs-io")
             .build()
             .context("cannot start the async runtime")?;
+        let aws = crate::store::s3::is_aws_endpoint(&options.endpoint);
+        let credentials = crate::credentials::provider(&options.credentials, &options.bucket, aws)?;
+        runtime.block_on(crate::credentials::check(
+            &credentials,
+            options.request_timeout,
+        ))?;
         let store = S3Store::new(&S3Config {
             endpoint: options.endpoint.clone(),
             region: options.region.clone(),
             bucket: options.bucket.clone(),
             path_style: options.path_style,
-            credentials: None,
+            credentials,
             request_timeout: options.request_timeout,
             connect_timeout: Duration::from_secs(5),
         })
@@ -192,7 +225,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             Arc::new(state),
             FsConfig {
                 prefix: options.prefix.clone(),
-                defaults: DefaultAttrs::default(),
+                defaults: options.defaults,
                 request_timeout: options.request_timeout,
                 metadata_fill: options.metadata_fill,
                 metadata_wait: options.metadata_wait,
@@ -214,6 +247,13 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             MountOption::NoDev,
             MountOption::NoSuid,
         ];
+        if options.allow_other {
+            // With default_permissions (always set) the kernel checks modes for everyone.
+            config.acl = fuser::SessionACL::All;
+        }
+        if options.read_only {
+            config.mount_options.push(MountOption::RO);
+        }
         config.n_threads = Some(options.fuse_threads);
         let adapter = FuseAdapter::new(fs.clone(), crate::control::socket_path(&options.cache_dir));
         let session = Session::new(adapter, &options.mountpoint, &config)

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{
-    timeout::TimeoutConfig, BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
+    timeout::TimeoutConfig, BehaviorVersion, Region, RequestChecksumCalculation,
     ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -28,8 +28,7 @@ pub struct S3Config {
     pub region: String,
     pub bucket: String,
     pub path_style: bool,
-    /// Static credentials; `None` reads the standard AWS environment variables.
-    pub credentials: Option<(String, String)>,
+    pub credentials: aws_credential_types::provider::SharedCredentialsProvider,
     /// How long one request attempt may take before it is abandoned.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
@@ -42,16 +41,12 @@ pub struct S3Store {
 }
 
 /// AWS accepts the SDK's default integrity checksums; Ceph RGW (Linode) and others reject them.
-fn is_aws_endpoint(endpoint: &str) -> bool {
+pub fn is_aws_endpoint(endpoint: &str) -> bool {
     endpoint.contains(".amazonaws.com")
 }
 
 impl S3Store {
     pub fn new(config: &S3Config) -> Result<S3Store, StoreError> {
-        let credentials = match &config.credentials {
-            Some((key, secret)) => Credentials::new(key, secret, None, None, "s3syncfs-static"),
-            None => credentials_from_env()?,
-        };
         let checksums_when_required = !is_aws_endpoint(&config.endpoint);
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(config.connect_timeout)
@@ -63,7 +58,7 @@ impl S3Store {
             .endpoint_url(&config.endpoint)
             .region(Region::new(config.region.clone()))
             .force_path_style(config.path_style)
-            .credentials_provider(credentials)
+            .credentials_provider(config.credentials.clone())
             .timeout_config(timeouts)
             .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(3));
         if checksums_when_required {
@@ -113,20 +108,6 @@ impl S3Store {
             .into_bytes();
         StoreStats::count(&self.stats.bytes_fetched, body.len() as u64);
         Ok(body)
-    }
-}
-
-fn credentials_from_env() -> Result<Credentials, StoreError> {
-    let key = std::env::var("AWS_ACCESS_KEY_ID").ok();
-    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").ok();
-    match (key, secret) {
-        (Some(key), Some(secret)) => {
-            let token = std::env::var("AWS_SESSION_TOKEN").ok();
-            Ok(Credentials::new(key, secret, token, None, "environment"))
-        }
-        _ => Err(StoreError::AccessDenied(
-            "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
-        )),
     }
 }
 

@@ -6,6 +6,7 @@ mod control;
 mod crash;
 mod dirs;
 mod files;
+mod linux;
 mod outage;
 mod reconcile;
 mod remote;

@@ -14,8 +14,8 @@ use aws_sdk_s3::Client;
 use s3syncfs_testserver::{Backend, Server, StatsSnapshot};
 
 pub const BUCKET: &str = "test-bucket";
-const ACCESS_KEY: &str = "test-access-key";
-const SECRET_KEY: &str = "test-secret-key";
+pub const ACCESS_KEY: &str = "test-access-key";
+pub const SECRET_KEY: &str = "test-secret-key";
 
 pub struct Env {
     pub rt: tokio::runtime::Runtime,

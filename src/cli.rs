@@ -1,0 +1,483 @@
+//! The command line: subcommands and mount settings, `-o` option lists as mount(8)
+//! and fstab give them, and the argv of the `mount.s3syncfs` helper.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Parser, Subcommand};
+
+use crate::credentials::CredentialSource;
+use crate::mapping::DefaultAttrs;
+use crate::mount::{self, MountOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "s3syncfs",
+    version,
+    about = "Mount an S3 bucket through a local disk cache"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Mount BUCKET[:PREFIX] at MOUNTPOINT (also: -o opt,opt=value ... as in fstab).
+    #[command(args_override_self = true)] // a later option wins, as in fstab option lists
+    Mount(Box<MountArgs>),
+    /// Unmount a mounted s3syncfs; pending uploads finish (bounded) before the daemon exits.
+    Unmount { mountpoint: PathBuf },
+    /// Show the connection, what waits for the bucket, failures and cache use.
+    Status {
+        mountpoint: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Return once everything written before this call is in the bucket.
+    Sync {
+        mountpoint: PathBuf,
+        /// Give up (exit 1) after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct MountArgs {
+    /// The bucket, optionally with a key prefix: BUCKET or BUCKET:PREFIX (BUCKET:/PREFIX too).
+    pub source: String,
+    pub mountpoint: PathBuf,
+    /// S3 endpoint URL, e.g. https://us-east-1.linodeobjects.com; default: AWS S3 in --region.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// SigV4 region; default: taken from a Linode or AWS endpoint name, else us-east-1.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Path-style addressing (http://host/bucket/key) instead of virtual-hosted.
+    #[arg(long)]
+    pub path_style: bool,
+    /// Local directory for cached data, one per mount; default:
+    /// /var/cache/s3syncfs/BUCKET (root) or ~/.cache/s3syncfs/BUCKET.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Most disk space cached data may take (512M, 10G ...); default: unlimited. Clean
+    /// files are evicted least recently used first; changes not yet uploaded never are,
+    /// and once they alone fill it, writes fail with ENOSPC.
+    #[arg(long, value_parser = parse_cache_size)]
+    pub cache_size: Option<u64>,
+    /// Profile of ~/.aws/credentials and ~/.aws/config to take credentials from.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// s3fs-style passwd file (ACCESS:SECRET or BUCKET:ACCESS:SECRET), mode 600.
+    #[arg(long)]
+    pub credentials_file: Option<PathBuf>,
+    /// Owner of objects without s3fs metadata (default: the mounting user).
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group of objects without s3fs metadata (default: the mounting user's group).
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Octal umask for objects without s3fs metadata (default 022: 0644 files, 0755 dirs).
+    #[arg(long, value_parser = parse_octal)]
+    pub umask: Option<u32>,
+    /// Let other users use the mount (permissions are then checked by the kernel).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Mount read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Stay in the foreground and log to stderr.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Seconds any single request to the bucket may take.
+    #[arg(long, default_value_t = 30)]
+    pub request_timeout: u64,
+    /// Milliseconds a closed file must stay unchanged before it is uploaded.
+    #[arg(long, default_value_t = 500)]
+    pub upload_delay_ms: u64,
+    /// Seconds pending uploads get at unmount; the rest stays queued for the next mount.
+    #[arg(long, default_value_t = 30)]
+    pub unmount_timeout: u64,
+    /// Entries per listing whose metadata is fetched (HEAD) in the background; 0 = none.
+    #[arg(long, default_value_t = 1000)]
+    pub metadata_fill: usize,
+    /// A listing with at most this many entries of unknown metadata waits for their HEADs
+    /// (exact modes and mtimes in its first `ls -l`); larger ones are filled in the background.
+    #[arg(long, default_value_t = 100)]
+    pub metadata_wait: usize,
+    /// Seconds between listings of the bucket that bring in other clients' changes;
+    /// 0 turns polling off.
+    #[arg(long, default_value_t = 10)]
+    pub poll_interval: u64,
+    /// Opening a file checks it with one HEAD when the bucket last confirmed it longer
+    /// ago than this many seconds (close-to-open freshness).
+    #[arg(long, default_value_t = 5)]
+    pub metadata_ttl: u64,
+    /// fsync returns only once the file is in the bucket (default: once it is on local disk).
+    #[arg(long)]
+    pub fsync_remote: bool,
+    /// Threads serving FUSE requests.
+    #[arg(long, default_value_t = 16)]
+    pub fuse_threads: usize,
+    /// Log filter (error, warn, info, debug, trace or a tracing directive).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Internal: report readiness on stdout (set by the daemonizing parent).
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}
+
+fn parse_cache_size(text: &str) -> Result<u64, String> {
+    match crate::units::parse_size(text)? {
+        0 => Err("the cache size must be more than 0 (leave it out for no limit)".into()),
+        bytes => Ok(bytes),
+    }
+}
+
+fn parse_octal(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{text:?} is not an octal mode such as 022"))
+}
+
+/// Options mount(8), fstab and systemd use that concern the mount as a whole: accepted
+/// and ignored (nodev and nosuid are always set).
+fn is_generic_option(key: &str) -> bool {
+    matches!(
+        key,
+        "_netdev"
+            | "nofail"
+            | "noauto"
+            | "auto"
+            | "defaults"
+            | "user"
+            | "users"
+            | "nouser"
+            | "owner"
+            | "group"
+            | "rw"
+            | "noatime"
+            | "atime"
+            | "relatime"
+            | "strictatime"
+            | "nodiratime"
+            | "diratime"
+            | "exec"
+            | "noexec"
+            | "suid"
+            | "nosuid"
+            | "dev"
+            | "nodev"
+            | "async"
+            | "default_permissions"
+            | "comment"
+            | "helper"
+    ) || key.starts_with("x-")
+}
+
+/// One `-o` item as long options, or None for a generic option.
+fn option_to_flags(item: &str) -> Result<Vec<String>, String> {
+    let (key, value) = match item.split_once('=') {
+        Some((k, v)) => (k.trim(), Some(v.trim())),
+        None => (item.trim(), None),
+    };
+    if key.is_empty() || is_generic_option(key) {
+        return Ok(Vec::new());
+    }
+    let flag = |name: &str| format!("--{name}");
+    let switch = |name: &str| -> Result<Vec<String>, String> {
+        match value {
+            None | Some("1" | "true" | "yes") => Ok(vec![flag(name)]),
+            Some("0" | "false" | "no") => Ok(Vec::new()),
+            Some(v) => Err(format!("option {key} takes no value (got {v:?})")),
+        }
+    };
+    let valued = |name: &str| -> Result<Vec<String>, String> {
+        match value {
+            Some(v) if !v.is_empty() => Ok(vec![flag(name), v.to_string()]),
+            _ => Err(format!("option {key} needs a value: {key}=...")),
+        }
+    };
+    match key {
+        "endpoint" | "url" => valued("endpoint"),
+        "region" | "endpoint_region" => valued("region"),
+        "path_style" | "use_path_request_style" => switch("path-style"),
+        "cache_dir" | "use_cache" => valued("cache-dir"),
+        "profile" => valued("profile"),
+        "credentials_file" | "passwd_file" => valued("credentials-file"),
+        "allow_other" => switch("allow-other"),
+        "ro" => switch("read-only"),
+        "foreground" => switch("foreground"),
+        "fsync" => match value {
+            Some("remote") => Ok(vec![flag("fsync-remote")]),
+            Some("local") => Ok(Vec::new()),
+            _ => Err("option fsync takes remote or local".into()),
+        },
+        "cache_size" | "uid" | "gid" | "umask" | "request_timeout" | "upload_delay_ms"
+        | "unmount_timeout" | "metadata_fill" | "metadata_wait" | "poll_interval"
+        | "metadata_ttl" | "fuse_threads" | "log_level" => valued(&key.replace('_', "-")),
+        _ => Err(format!(
+            "unknown option {key:?} (see s3syncfs mount --help; generic mount options such as _netdev are accepted)"
+        )),
+    }
+}
+
+/// Replaces every `-o LIST` / `-oLIST` in `argv` with the long options it stands for.
+pub fn expand_options(argv: Vec<String>) -> Result<Vec<String>, String> {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut items = argv.into_iter();
+    while let Some(arg) = items.next() {
+        let list = if arg == "-o" {
+            items.next().ok_or("-o needs a list of options")?
+        } else if let Some(rest) = arg.strip_prefix("-o").filter(|_| !arg.starts_with("--")) {
+            rest.to_string()
+        } else {
+            out.push(arg);
+            continue;
+        };
+        for item in list.split(',') {
+            out.extend(option_to_flags(item)?);
+        }
+    }
+    Ok(out)
+}
+
+/// How the program was called.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Invocation {
+    /// `s3syncfs SUBCOMMAND ...`
+    Command(Vec<String>),
+    /// As a mount helper: `mount.s3syncfs SOURCE DIR [-sfnv] [-o OPTS]` (mount(8)) or
+    /// `s3syncfs SOURCE DIR -o OPTS` (fuse3's mount.fuse for type fuse.s3syncfs).
+    Helper { argv: Vec<String>, fake: bool },
+}
+
+const SUBCOMMANDS: [&str; 5] = ["mount", "unmount", "status", "sync", "help"];
+
+pub fn invocation(args: Vec<String>) -> Invocation {
+    let program = args.first().cloned().unwrap_or_default();
+    let name = program.rsplit('/').next().unwrap_or_default();
+    let first = args.get(1).map(String::as_str).unwrap_or_default();
+    let helper = name.starts_with("mount.")
+        || (args.len() >= 3 && !first.starts_with('-') && !SUBCOMMANDS.contains(&first));
+    if !helper {
+        return Invocation::Command(args);
+    }
+    let mut argv = vec!["s3syncfs".to_string(), "mount".to_string()];
+    let mut fake = false;
+    let mut rest = args.into_iter().skip(1).peekable();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "-o" => {
+                argv.push(arg);
+                argv.extend(rest.next());
+            }
+            // The filesystem type (mount.fuse3 may pass it): we know our own.
+            "-t" => {
+                rest.next();
+            }
+            flags if flags.starts_with('-') && !flags.starts_with("-o") && flags.len() > 1 => {
+                // mount(8): -s sloppy, -f fake, -n no mtab, -v verbose.
+                fake |= flags.contains('f');
+            }
+            _ => argv.push(arg),
+        }
+    }
+    Invocation::Helper { argv, fake }
+}
+
+impl MountArgs {
+    /// The settings of a mount, checked.
+    pub fn options(&self) -> anyhow::Result<MountOptions> {
+        let (bucket, prefix) = mount::parse_source(&self.source)?;
+        let region = self
+            .region
+            .clone()
+            .or_else(|| self.endpoint.as_deref().and_then(region_of_endpoint))
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let endpoint = match &self.endpoint {
+            Some(e) => e.trim_end_matches('/').to_string(),
+            None => format!("https://s3.{region}.amazonaws.com"),
+        };
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            || endpoint.split("://").nth(1).is_none_or(str::is_empty)
+        {
+            bail!("endpoint {endpoint:?} must be a URL starting with http:// or https://");
+        }
+        let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        let cache_dir = match &self.cache_dir {
+            Some(dir) => absolute(dir),
+            None => default_cache_dir(&bucket, prefix.as_str())?,
+        };
+        let credentials = match (&self.credentials_file, &self.profile) {
+            (Some(_), Some(_)) => bail!("give either credentials_file= or profile=, not both"),
+            (Some(file), None) => CredentialSource::PasswdFile(absolute(file)),
+            (None, profile) => CredentialSource::Chain {
+                profile: profile.clone(),
+            },
+        };
+        let mut defaults = DefaultAttrs::default();
+        if let Some(uid) = self.uid {
+            defaults.uid = uid;
+        }
+        if let Some(gid) = self.gid {
+            defaults.gid = gid;
+        }
+        if let Some(umask) = self.umask {
+            defaults.file_mode = 0o666 & !umask;
+            defaults.dir_mode = 0o777 & !umask;
+        }
+        Ok(MountOptions {
+            bucket,
+            prefix,
+            mountpoint: absolute(&self.mountpoint),
+            endpoint,
+            region,
+            path_style: self.path_style,
+            cache_dir,
+            cache_size: self.cache_size,
+            credentials,
+            defaults,
+            allow_other: self.allow_other,
+            read_only: self.read_only,
+            request_timeout: Duration::from_secs(self.request_timeout.max(1)),
+            upload_delay: Duration::from_millis(self.upload_delay_ms),
+            unmount_timeout: Duration::from_secs(self.unmount_timeout),
+            metadata_fill: self.metadata_fill,
+            metadata_wait: self.metadata_wait,
+            fsync_remote: self.fsync_remote,
+            poll_interval: (self.poll_interval > 0)
+                .then(|| Duration::from_secs(self.poll_interval)),
+            metadata_ttl: Duration::from_secs(self.metadata_ttl),
+            fuse_threads: self.fuse_threads.max(1),
+        })
+    }
+}
+
+/// `us-iad-10` from `https://us-iad-10.linodeobjects.com`, `eu-west-1` from
+/// `https://s3.eu-west-1.amazonaws.com`.
+pub fn region_of_endpoint(endpoint: &str) -> Option<String> {
+    let host = endpoint.split("://").nth(1)?.split(['/', ':']).next()?;
+    if let Some(cluster) = host.strip_suffix(".linodeobjects.com") {
+        return Some(cluster.rsplit('.').next()?.to_string());
+    }
+    let inner = host.strip_suffix(".amazonaws.com")?;
+    let region = inner.rsplit('.').next()?;
+    (region != "s3" && !region.is_empty()).then(|| region.trim_start_matches("s3-").to_string())
+}
+
+fn default_cache_dir(bucket: &str, prefix: &str) -> anyhow::Result<PathBuf> {
+    let name = if prefix.is_empty() {
+        bucket.to_string()
+    } else {
+        format!(
+            "{bucket}+{}",
+            prefix.trim_end_matches('/').replace('/', "+")
+        )
+    };
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(PathBuf::from("/var/cache/s3syncfs").join(name));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    match base {
+        Some(base) => Ok(base.join("s3syncfs").join(name)),
+        None => bail!("no HOME to put the cache in: give cache_dir="),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn option_lists_become_long_options_and_generic_ones_vanish() {
+        let argv = strings(&[
+            "s3syncfs",
+            "mount",
+            "b",
+            "/mnt",
+            "-o",
+            "_netdev,nofail,x-systemd.automount,endpoint=http://h:9000,path_style,cache_size=1G,ro,fsync=remote",
+        ]);
+        assert_eq!(
+            expand_options(argv).unwrap(),
+            strings(&[
+                "s3syncfs",
+                "mount",
+                "b",
+                "/mnt",
+                "--endpoint",
+                "http://h:9000",
+                "--path-style",
+                "--cache-size",
+                "1G",
+                "--read-only",
+                "--fsync-remote"
+            ])
+        );
+        let err = expand_options(strings(&["x", "-o", "bogus=1"])).unwrap_err();
+        assert!(err.contains("unknown option \"bogus\""), "{err}");
+        assert!(expand_options(strings(&["x", "-o", "endpoint"])).is_err());
+    }
+
+    #[test]
+    fn mount_helpers_are_recognised() {
+        let helper = invocation(strings(&[
+            "/sbin/mount.s3syncfs",
+            "bucket:/photos",
+            "/mnt/p",
+            "-n",
+            "-o",
+            "rw,endpoint=http://e",
+        ]));
+        assert_eq!(
+            helper,
+            Invocation::Helper {
+                argv: strings(&[
+                    "s3syncfs",
+                    "mount",
+                    "bucket:/photos",
+                    "/mnt/p",
+                    "-o",
+                    "rw,endpoint=http://e"
+                ]),
+                fake: false
+            }
+        );
+        let fuse = invocation(strings(&["s3syncfs", "b", "/mnt", "-o", "x"]));
+        assert!(matches!(fuse, Invocation::Helper { .. }));
+        let fake = invocation(strings(&["mount.s3syncfs", "b", "/mnt", "-f"]));
+        assert!(matches!(fake, Invocation::Helper { fake: true, .. }));
+        let command = invocation(strings(&["s3syncfs", "status", "/mnt"]));
+        assert!(matches!(command, Invocation::Command(_)));
+    }
+
+    #[test]
+    fn regions_come_from_endpoint_names() {
+        let r = |e| region_of_endpoint(e);
+        assert_eq!(
+            r("https://us-iad-10.linodeobjects.com"),
+            Some("us-iad-10".into())
+        );
+        assert_eq!(
+            r("https://us-east-1.linodeobjects.com/"),
+            Some("us-east-1".into())
+        );
+        assert_eq!(
+            r("https://s3.eu-west-1.amazonaws.com"),
+            Some("eu-west-1".into())
+        );
+        assert_eq!(r("https://s3.amazonaws.com"), None);
+        assert_eq!(r("http://127.0.0.1:9000"), None);
+    }
+}

@@ -1,0 +1,149 @@
+//! Where the S3 credentials come from: an s3fs-style passwd file (`credentials_file=`),
+//! or the AWS chain (environment, `~/.aws/credentials` and `~/.aws/config` with
+//! `profile=`, web identity, ECS, and instance metadata on AWS endpoints only).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use aws_config::meta::credentials::CredentialsProviderChain;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// The AWS chain; `profile` picks a profile of the shared config files.
+    Chain { profile: Option<String> },
+    /// `ACCESS:SECRET` or `BUCKET:ACCESS:SECRET` lines, as s3fs reads them.
+    PasswdFile(PathBuf),
+}
+
+/// The provider for `source`. Instance metadata is asked only for AWS endpoints: on
+/// other clouds (Linode) 169.254.169.254 is another service or nothing at all.
+pub fn provider(
+    source: &CredentialSource,
+    bucket: &str,
+    aws_endpoint: bool,
+) -> anyhow::Result<SharedCredentialsProvider> {
+    match source {
+        CredentialSource::PasswdFile(path) => {
+            let creds = read_passwd_file(path, bucket)?;
+            Ok(SharedCredentialsProvider::new(creds))
+        }
+        CredentialSource::Chain { profile } => {
+            let mut profile_provider =
+                aws_config::profile::ProfileFileCredentialsProvider::builder();
+            if let Some(name) = profile {
+                profile_provider = profile_provider.profile_name(name);
+            }
+            let mut chain = CredentialsProviderChain::first_try(
+                "Environment",
+                aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+            )
+            .or_else("Profile", profile_provider.build())
+            .or_else(
+                "WebIdentityToken",
+                aws_config::web_identity_token::WebIdentityTokenCredentialsProvider::builder()
+                    .build(),
+            )
+            .or_else(
+                "EcsContainer",
+                aws_config::ecs::EcsCredentialsProvider::builder().build(),
+            );
+            if aws_endpoint {
+                chain = chain.or_else(
+                    "Ec2InstanceMetadata",
+                    aws_config::imds::credentials::ImdsCredentialsProvider::builder().build(),
+                );
+            }
+            Ok(SharedCredentialsProvider::new(chain))
+        }
+    }
+}
+
+/// Resolves the credentials once, so a mount without any fails at once and clearly.
+pub async fn check(provider: &SharedCredentialsProvider, within: Duration) -> anyhow::Result<()> {
+    match tokio::time::timeout(within, provider.provide_credentials()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => bail!(
+            "no usable credentials ({err}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+             use profile= with ~/.aws/credentials, or credentials_file="
+        ),
+        Err(_) => bail!("no credentials within {within:?} (the credential chain did not answer)"),
+    }
+}
+
+/// Reads an s3fs passwd file: refused if group or others may read it.
+pub fn read_passwd_file(path: &Path, bucket: &str) -> anyhow::Result<Credentials> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read credentials file {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "credentials file {} is readable by group or others: chmod 600 it",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read credentials file {}", path.display()))?;
+    parse_passwd(&text, bucket)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "credentials file {} has no ACCESS:SECRET line (or BUCKET:ACCESS:SECRET for {bucket})",
+                path.display()
+            )
+        })
+        .map(|(access, secret)| Credentials::new(access, secret, None, None, "credentials-file"))
+}
+
+/// A `BUCKET:ACCESS:SECRET` line for `bucket` wins over an `ACCESS:SECRET` one.
+fn parse_passwd(text: &str, bucket: &str) -> Option<(String, String)> {
+    let mut fallback = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(':').collect();
+        match fields.as_slice() {
+            [b, access, secret] if *b == bucket => {
+                return Some((access.to_string(), secret.to_string()))
+            }
+            [access, secret] if fallback.is_none() => {
+                fallback = Some((access.to_string(), secret.to_string()))
+            }
+            _ => {}
+        }
+    }
+    fallback
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_lines_for_the_bucket_win() {
+        let text = "# comment\nAKDEFAULT:defaultsecret\nphotos:AKPHOTOS:photosecret\n";
+        assert_eq!(
+            parse_passwd(text, "photos"),
+            Some(("AKPHOTOS".into(), "photosecret".into()))
+        );
+        assert_eq!(
+            parse_passwd(text, "other"),
+            Some(("AKDEFAULT".into(), "defaultsecret".into()))
+        );
+        assert_eq!(parse_passwd("other:A:B\n", "photos"), None);
+    }
+
+    #[test]
+    fn a_passwd_file_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        std::fs::write(&path, "A:B\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_passwd_file(&path, "b").unwrap_err().to_string();
+        assert!(err.contains("readable by group or others"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read_passwd_file(&path, "b").is_ok());
+    }
+}
