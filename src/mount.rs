@@ -48,6 +48,10 @@ pub struct MountOptions {
     pub fuse_threads: usize,
 }
 
+/// Longest wait for the credentials and the bucket before the mount gives up (or
+/// starts offline).
+const STARTUP_CHECK: Duration = Duration::from_secs(8);
+
 /// State key naming the bucket this cache dir was last mounted with (offline start).
 const MOUNTED_BEFORE: &str = "mounted_bucket";
 
@@ -169,10 +173,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             .context("cannot start the async runtime")?;
         let aws = crate::store::s3::is_aws_endpoint(&options.endpoint);
         let credentials = crate::credentials::provider(&options.credentials, &options.bucket, aws)?;
-        runtime.block_on(crate::credentials::check(
-            &credentials,
-            options.request_timeout,
-        ))?;
+        runtime.block_on(crate::credentials::check(&credentials, STARTUP_CHECK))?;
         let store = S3Store::new(&S3Config {
             endpoint: options.endpoint.clone(),
             region: options.region.clone(),
@@ -186,8 +187,10 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
         let store: Arc<dyn ObjectStore> = Arc::new(store);
         let state = StateDb::open(&options.cache_dir.join("state.db"))
             .with_context(|| format!("cannot open the state in {}", options.cache_dir.display()))?;
+        // A mount that cannot work says so quickly (mount(8) and boot wait for it).
+        let startup_check = options.request_timeout.min(STARTUP_CHECK);
         let check = runtime.block_on(async {
-            tokio::time::timeout(options.request_timeout, store.check_access()).await
+            tokio::time::timeout(startup_check, store.check_access()).await
         });
         let unreachable = match check {
             Ok(Ok(())) => None,
@@ -198,7 +201,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             Err(_) => Some(anyhow::anyhow!(
                 "cannot reach {}: no answer within {:?}",
                 options.endpoint,
-                options.request_timeout
+                startup_check
             )),
         };
         let online = unreachable.is_none();
