@@ -189,9 +189,8 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             .with_context(|| format!("cannot open the state in {}", options.cache_dir.display()))?;
         // A mount that cannot work says so quickly (mount(8) and boot wait for it).
         let startup_check = options.request_timeout.min(STARTUP_CHECK);
-        let check = runtime.block_on(async {
-            tokio::time::timeout(startup_check, store.check_access()).await
-        });
+        let check = runtime
+            .block_on(async { tokio::time::timeout(startup_check, store.check_access()).await });
         let unreachable = match check {
             Ok(Ok(())) => None,
             Ok(Err(err @ (StoreError::Transient(_) | StoreError::Timeout(_)))) => {
