@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod control;
 pub mod credentials;
+pub mod etag;
 pub mod fs;
 pub mod fuse;
 pub mod logging;

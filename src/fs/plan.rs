@@ -25,6 +25,9 @@ pub enum JobKind {
         content: Arc<Content>,
         size: u64,
         source: Option<RemoteSource>,
+        /// The version at this key that the file was based on: when the content is
+        /// unchanged after all (rewritten identically), only metadata may need to go.
+        base_etag: Option<String>,
     },
     /// Upload a small body: a directory marker or a symlink target.
     PutBody(Bytes),
@@ -399,6 +402,11 @@ impl Fs {
                     key: s.key.clone(),
                     size: s.size,
                 }),
+                base_etag: inode
+                    .stored
+                    .as_ref()
+                    .filter(|s| s.key == key && !s.etag.is_empty() && s.size == inode.attr.size)
+                    .map(|s| s.etag.clone()),
             },
         };
         let condition = match inode.attr.kind {

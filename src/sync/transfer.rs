@@ -54,10 +54,16 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
             content,
             size,
             source,
+            base_etag,
         } => {
             let (content2, size2, source2, fs2) =
                 (content.clone(), *size, source.clone(), fs.clone());
             blocking(move || fs2.fill_content(&content2, size2, source2.as_ref())).await?;
+            if let Some(base) = base_etag {
+                if let Some(done) = unchanged(&store, job, content, *size, base, config).await? {
+                    return Ok(done);
+                }
+            }
             if let Some(conflict) = precheck(store.as_ref(), job, check_first).await? {
                 return Ok(conflict);
             }
@@ -83,6 +89,41 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
         }
         Err(err) => Err(err),
     }
+}
+
+/// A file rewritten with the content the bucket already holds: no body goes up. The
+/// object keeps its version if its metadata is current, else gets the new metadata
+/// by a copy onto itself. None when the content did change.
+async fn unchanged(
+    store: &Arc<dyn ObjectStore>,
+    job: &Job,
+    content: &Arc<Content>,
+    size: u64,
+    base: &str,
+    config: &UploaderConfig,
+) -> StoreResult<Option<Outcome>> {
+    let part = (size >= config.multipart_threshold).then(|| part_size(size, config.part_size));
+    let (file, remote) = (content.clone(), base.to_string());
+    let same = tokio::task::spawn_blocking(move || {
+        crate::etag::same_content(file.file(), size, &remote, part.unwrap_or(0))
+    })
+    .await
+    .map_err(|e| StoreError::Other(e.to_string()))??;
+    if same != Some(true) {
+        return Ok(None);
+    }
+    // One HEAD: the version is still ours (else a conflict) and its metadata.
+    let info = match store.head_checked(&job.key).await? {
+        Some(info) if crate::fs::same_etag(&info.etag, base) => info,
+        other => return Ok(Some(Outcome::Conflict(other))),
+    };
+    if info.metadata == job.metadata {
+        tracing::debug!(key = %job.key, "rewritten with the same content: nothing to upload");
+        return Ok(Some(Outcome::Written(info.etag)));
+    }
+    let etag = store.copy(&job.key, &job.key, Some(&job.metadata)).await?;
+    tracing::debug!(key = %job.key, "same content, new metadata: copied onto itself");
+    Ok(Some(Outcome::Written(etag)))
 }
 
 /// Where the server does not check conditions itself: compares what is at the key

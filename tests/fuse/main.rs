@@ -5,6 +5,7 @@ mod cli;
 mod control;
 mod crash;
 mod dirs;
+mod economy;
 mod files;
 mod linux;
 mod outage;
