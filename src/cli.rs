@@ -35,6 +35,18 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Compare the mount (or PATH in it) with the bucket, object by object; exit 1 on
+    /// any difference that is not a pending upload.
+    Verify {
+        mountpoint: PathBuf,
+        /// A file or directory in the mount (absolute, or relative to MOUNTPOINT).
+        path: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// Fetch every byte not cached and hash it, instead of trusting versions.
+        #[arg(long)]
+        deep: bool,
+    },
     /// Return once everything written before this call is in the bucket.
     Sync {
         mountpoint: PathBuf,
@@ -255,7 +267,7 @@ pub enum Invocation {
     Helper { argv: Vec<String>, fake: bool },
 }
 
-const SUBCOMMANDS: [&str; 5] = ["mount", "unmount", "status", "sync", "help"];
+const SUBCOMMANDS: [&str; 6] = ["mount", "unmount", "status", "sync", "verify", "help"];
 
 pub fn invocation(args: Vec<String>) -> Invocation {
     let program = args.first().cloned().unwrap_or_default();

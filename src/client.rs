@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context};
 
-use crate::control::{Status, SyncProgress, CONTROL_XATTR};
+use crate::control::{Status, SyncProgress, VerifyLine, VerifyRequest, CONTROL_XATTR};
+use crate::fs::{FindingKind, VerifyReport};
 use crate::units::human_bytes;
 
 /// The daemon's control socket, named by an extended attribute of the mount's root.
@@ -176,6 +177,102 @@ pub fn sync_command(mountpoint: &Path, timeout: Duration) -> anyhow::Result<()> 
         last.total_deletes
     );
     Ok(())
+}
+
+/// Runs `verify`; Ok(false) when something differs that is not merely pending.
+pub fn verify_command(
+    mountpoint: &Path,
+    path: Option<&Path>,
+    json: bool,
+    deep: bool,
+) -> anyhow::Result<bool> {
+    let relative = match path {
+        None => String::new(),
+        Some(p) if p.is_absolute() => {
+            let root = std::path::absolute(mountpoint)?;
+            p.strip_prefix(&root)
+                .map_err(|_| anyhow!("{} is not in {}", p.display(), root.display()))?
+                .to_string_lossy()
+                .into_owned()
+        }
+        Some(p) => p.to_string_lossy().into_owned(),
+    };
+    let asked = serde_json::to_string(&VerifyRequest {
+        path: relative,
+        deep,
+    })?;
+    // Deep checks of big trees take long; each progress line resets the wait.
+    let reader = request(
+        mountpoint,
+        &format!("verify {asked}"),
+        Duration::from_secs(600),
+    )?;
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} files")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut report = None;
+    for line in reader.lines() {
+        let line = line.context("the daemon stopped answering")?;
+        match serde_json::from_str::<VerifyLine>(&line)? {
+            VerifyLine::Progress { done, total } => {
+                if let Some(bar) = &bar {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                }
+            }
+            VerifyLine::Report(r) => {
+                report = Some(r);
+                break;
+            }
+            VerifyLine::Error(why) => bail!("{why}"),
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = report.ok_or_else(|| anyhow!("the daemon sent no report"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", describe_report(&report));
+    }
+    Ok(!report.failed())
+}
+
+/// The report in plain words: one line per difference, then a summary.
+pub fn describe_report(report: &VerifyReport) -> String {
+    let mut out = String::new();
+    for f in &report.findings {
+        let word = match f.kind {
+            FindingKind::Pending => "pending",
+            FindingKind::MissingInBucket => "missing in bucket",
+            FindingKind::MissingInMount => "missing in mount",
+            FindingKind::RemoteNewer => "remote newer",
+            FindingKind::SizeDiffers => "size differs",
+            FindingKind::ContentDiffers => "content differs",
+        };
+        out += &format!("{word:<18} {}: {}\n", f.path, f.detail);
+    }
+    let failures = report
+        .findings
+        .iter()
+        .filter(|f| f.kind.is_failure())
+        .count();
+    let pending = report.findings.len() - failures;
+    out += &format!(
+        "{} files ({}) compared, {} by content: {} differences, {} pending\n",
+        report.files,
+        human_bytes(report.bytes),
+        report.content_checked,
+        failures,
+        pending
+    );
+    out
 }
 
 fn progress_bar() -> indicatif::ProgressBar {

@@ -95,7 +95,11 @@ async fn answer(stream: UnixStream, daemon: &Daemon) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read).read_line(&mut line).await?;
-    match line.trim() {
+    let line = line.trim();
+    if let Some(args) = line.strip_prefix("verify ") {
+        return verify(daemon, args, &mut write).await;
+    }
+    match line {
         "status" => {
             let status = status(daemon);
             write
@@ -191,4 +195,86 @@ async fn sync(daemon: &Daemon, write: &mut (impl AsyncWriteExt + Unpin)) -> std:
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// What `verify` asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    /// Relative to the mount's root; empty for all of it.
+    pub path: String,
+    pub deep: bool,
+}
+
+/// One line of the answer to `verify`: progress, then the report (or an error).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyLine {
+    Progress { done: usize, total: usize },
+    Report(crate::fs::VerifyReport),
+    Error(String),
+}
+
+async fn send(write: &mut (impl AsyncWriteExt + Unpin), line: &VerifyLine) -> std::io::Result<()> {
+    write
+        .write_all(format!("{}\n", serde_json::to_string(line)?).as_bytes())
+        .await
+}
+
+async fn verify(
+    daemon: &Daemon,
+    args: &str,
+    write: &mut (impl AsyncWriteExt + Unpin),
+) -> std::io::Result<()> {
+    let request: VerifyRequest = match serde_json::from_str(args) {
+        Ok(r) => r,
+        Err(err) => return send(write, &VerifyLine::Error(format!("bad request: {err}"))).await,
+    };
+    let fs = daemon.fs.clone();
+    let path = request.path.clone();
+    // Lookups and listings of the subtree block: off the async threads.
+    let scope = tokio::task::spawn_blocking(move || {
+        let ino = fs.resolve_path(&path)?;
+        fs.verify_scope(ino).map(|(key, is_dir)| (ino, key, is_dir))
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    let (ino, key, is_dir) = match scope {
+        Ok(scope) => scope,
+        Err(err) => {
+            let why = format!("{}: {err}", request.path);
+            return send(write, &VerifyLine::Error(why)).await;
+        }
+    };
+    let listing = match daemon.fs.store().list(&key, None).await {
+        Ok(mut listing) => {
+            if !is_dir {
+                listing.objects.retain(|o| o.key == key);
+            }
+            listing
+        }
+        Err(err) => {
+            return send(
+                write,
+                &VerifyLine::Error(format!("cannot list the bucket: {err}")),
+            )
+            .await
+        }
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let fs = daemon.fs.clone();
+    let deep = request.deep;
+    let work = tokio::task::spawn_blocking(move || {
+        let mut last = std::time::Instant::now();
+        let report = fs.verify(ino, &listing, deep, &mut |done, total| {
+            if last.elapsed() >= Duration::from_millis(200) || done == total {
+                last = std::time::Instant::now();
+                let _ = tx.send(VerifyLine::Progress { done, total });
+            }
+        });
+        let _ = tx.send(VerifyLine::Report(report));
+    });
+    while let Some(line) = rx.recv().await {
+        send(write, &line).await?;
+    }
+    work.await.map_err(std::io::Error::other)
 }

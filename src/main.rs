@@ -42,6 +42,16 @@ fn main() -> ExitCode {
         },
         Cmd::Unmount { mountpoint } => unmount_command(&mountpoint),
         Cmd::Status { mountpoint, json } => outcome(client::status_command(&mountpoint, json)),
+        Cmd::Verify {
+            mountpoint,
+            path,
+            json,
+            deep,
+        } => match client::verify_command(&mountpoint, path.as_deref(), json, deep) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(err) => outcome(Err(err)),
+        },
         Cmd::Sync {
             mountpoint,
             timeout,

@@ -12,6 +12,7 @@ pub mod plan;
 mod progress;
 mod remote;
 pub mod tree;
+mod verify;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,6 +38,7 @@ pub use progress::{Pending, SyncMark};
 pub use remote::{HeadChecked, PROBE_NAME_START};
 use tree::Tree;
 pub use tree::{same_etag, Attr, NodeKind, ROOT};
+pub use verify::{Finding, FindingKind, VerifyReport};
 
 /// Settings of the core.
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@ mod crash;
 mod dirs;
 mod economy;
 mod files;
+mod integrity;
 mod linux;
 mod outage;
 mod reconcile;
