@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::credentials::CredentialSource;
 use crate::mapping::DefaultAttrs;
 use crate::mount::{self, MountOptions};
+use crate::store::Encryption;
 
 #[derive(Parser)]
 #[command(
@@ -85,6 +86,16 @@ pub struct MountArgs {
     /// s3fs-style passwd file (ACCESS:SECRET or BUCKET:ACCESS:SECRET), mode 600.
     #[arg(long)]
     pub credentials_file: Option<PathBuf>,
+    /// Server-side encryption of every object written: AES256 (SSE-S3) or aws:kms.
+    #[arg(long, value_parser = ["AES256", "aws:kms"])]
+    pub sse: Option<String>,
+    /// KMS key for --sse aws:kms (default: the account's S3 key).
+    #[arg(long)]
+    pub sse_kms_key_id: Option<String>,
+    /// SSE-C: a file (mode 600) holding the 32-byte key, raw or base64; every read
+    /// and write of the mount's objects then carries it. Never give keys on the command line.
+    #[arg(long)]
+    pub sse_c_key_file: Option<PathBuf>,
     /// Owner of objects without s3fs metadata (default: the mounting user).
     #[arg(long)]
     pub uid: Option<u32>,
@@ -223,6 +234,22 @@ fn option_to_flags(item: &str) -> Result<Vec<String>, String> {
         "allow_other" => switch("allow-other"),
         "ro" => switch("read-only"),
         "foreground" => switch("foreground"),
+        "sse" | "sse_kms_key_id" | "sse_c_key_file" => valued(&key.replace('_', "-")),
+        // s3fs: use_sse[=1], use_sse=kmsid[:ID] (or k[:ID]), use_sse=custom:PATH (or c:PATH).
+        "use_sse" => match value.unwrap_or("1") {
+            "1" => Ok(vec![flag("sse"), "AES256".into()]),
+            "kmsid" | "k" => Ok(vec![flag("sse"), "aws:kms".into()]),
+            v => match v.split_once(':') {
+                Some(("kmsid" | "k", id)) => Ok(vec![
+                    flag("sse"),
+                    "aws:kms".into(),
+                    flag("sse-kms-key-id"),
+                    id.into(),
+                ]),
+                Some(("custom" | "c", path)) => Ok(vec![flag("sse-c-key-file"), path.into()]),
+                _ => Err(format!("use_sse={v} is not 1, kmsid[:ID] or custom:PATH")),
+            },
+        },
         "fsync" => match value {
             Some("remote") => Ok(vec![flag("fsync-remote")]),
             Some("local") => Ok(Vec::new()),
@@ -331,6 +358,16 @@ impl MountArgs {
                 profile: profile.clone(),
             },
         };
+        let encryption = match (self.sse.as_deref(), &self.sse_c_key_file) {
+            (Some(_), Some(_)) => bail!("give either sse= or sse_c_key_file=, not both"),
+            (None, Some(file)) => Encryption::Customer(crate::credentials::read_sse_c_key(file)?),
+            (Some("AES256"), None) => Encryption::S3Managed,
+            (Some(_), None) => Encryption::Kms(self.sse_kms_key_id.clone()),
+            (None, None) if self.sse_kms_key_id.is_some() => {
+                bail!("sse_kms_key_id= needs sse=aws:kms")
+            }
+            (None, None) => Encryption::None,
+        };
         let mut defaults = DefaultAttrs::default();
         if let Some(uid) = self.uid {
             defaults.uid = uid;
@@ -352,6 +389,7 @@ impl MountArgs {
             cache_dir,
             cache_size: self.cache_size,
             credentials,
+            encryption,
             defaults,
             allow_other: self.allow_other,
             read_only: self.read_only,

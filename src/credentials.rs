@@ -96,6 +96,46 @@ pub fn read_passwd_file(path: &Path, bucket: &str) -> anyhow::Result<Credentials
         .map(|(access, secret)| Credentials::new(access, secret, None, None, "credentials-file"))
 }
 
+/// Reads an SSE-C key file (raw 32 bytes or their base64 on the first line); refused
+/// if group or others may read it.
+pub fn read_sse_c_key(path: &Path) -> anyhow::Result<crate::store::CustomerKey> {
+    use aws_smithy_types::base64;
+    use md5::{Digest, Md5};
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read SSE-C key file {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "SSE-C key file {} is readable by group or others: chmod 600 it",
+            path.display()
+        );
+    }
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read SSE-C key file {}", path.display()))?;
+    let key = if bytes.len() == 32 {
+        bytes
+    } else {
+        let text = String::from_utf8_lossy(&bytes);
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("");
+        base64::decode(line)
+            .ok()
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "SSE-C key file {} holds no 32-byte key (raw, or base64 on its first line)",
+                    path.display()
+                )
+            })?
+    };
+    Ok(crate::store::CustomerKey {
+        key_base64: base64::encode(&key),
+        md5_base64: base64::encode(Md5::digest(&key)),
+    })
+}
+
 /// A `BUCKET:ACCESS:SECRET` line for `bucket` wins over an `ACCESS:SECRET` one.
 fn parse_passwd(text: &str, bucket: &str) -> Option<(String, String)> {
     let mut fallback = None;

@@ -32,6 +32,7 @@ pub struct MountOptions {
     /// Bytes the cache may take on disk; None: no limit.
     pub cache_size: Option<u64>,
     pub credentials: CredentialSource,
+    pub encryption: crate::store::Encryption,
     /// Owner and modes of objects without s3fs metadata.
     pub defaults: DefaultAttrs,
     pub allow_other: bool,
@@ -180,6 +181,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             bucket: options.bucket.clone(),
             path_style: options.path_style,
             credentials,
+            encryption: options.encryption.clone(),
             request_timeout: options.request_timeout,
             connect_timeout: Duration::from_secs(5),
         })

@@ -113,6 +113,33 @@ impl WriteCondition {
     }
 }
 
+/// Server-side encryption asked of every write (and, for SSE-C, every read).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Encryption {
+    #[default]
+    None,
+    /// SSE-S3: `AES256`, keys managed by the store.
+    S3Managed,
+    /// SSE-KMS, with a key id or the account's default key.
+    Kms(Option<String>),
+    /// SSE-C: the store encrypts with this key and needs it again to read.
+    Customer(CustomerKey),
+}
+
+/// An SSE-C key as the headers carry it: base64 of the 32 bytes and of their MD5.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CustomerKey {
+    pub key_base64: String,
+    pub md5_base64: String,
+}
+
+impl std::fmt::Debug for CustomerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret: only its MD5 is shown.
+        write!(f, "CustomerKey(md5 {})", self.md5_base64)
+    }
+}
+
 /// A part of a multipart upload that the store accepted.
 #[derive(Debug, Clone)]
 pub struct CompletedPart {

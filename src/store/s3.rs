@@ -17,8 +17,8 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 
 use super::{
-    CompletedPart, Listing, Metadata, ObjectInfo, ObjectStore, ObjectSummary, StoreError,
-    StoreResult, StoreStats, WriteCondition,
+    CompletedPart, Encryption, Listing, Metadata, ObjectInfo, ObjectStore, ObjectSummary,
+    StoreError, StoreResult, StoreStats, WriteCondition,
 };
 
 /// Where the bucket is and how to talk to it.
@@ -29,6 +29,7 @@ pub struct S3Config {
     pub bucket: String,
     pub path_style: bool,
     pub credentials: aws_credential_types::provider::SharedCredentialsProvider,
+    pub encryption: Encryption,
     /// How long one request attempt may take before it is abandoned.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
@@ -38,6 +39,41 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     stats: StoreStats,
+    encryption: Encryption,
+}
+
+/// Sets the encryption headers of a write (PUT, CreateMultipartUpload, CopyObject).
+macro_rules! encrypt_write {
+    ($request:expr, $encryption:expr) => {{
+        let request = $request;
+        match $encryption {
+            Encryption::None => request,
+            Encryption::S3Managed => {
+                request.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            }
+            Encryption::Kms(key) => request
+                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(key.clone()),
+            Encryption::Customer(key) => request
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(&key.key_base64)
+                .sse_customer_key_md5(&key.md5_base64),
+        }
+    }};
+}
+
+/// Sets the SSE-C headers that reads and part uploads of such objects need.
+macro_rules! customer_key {
+    ($request:expr, $encryption:expr) => {{
+        let request = $request;
+        match $encryption {
+            Encryption::Customer(key) => request
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(&key.key_base64)
+                .sse_customer_key_md5(&key.md5_base64),
+            _ => request,
+        }
+    }};
 }
 
 /// AWS accepts the SDK's default integrity checksums; Ceph RGW (Linode) and others reject them.
@@ -70,6 +106,7 @@ impl S3Store {
             client: Client::from_conf(builder.build()),
             bucket: config.bucket.clone(),
             stats: StoreStats::default(),
+            encryption: config.encryption.clone(),
         })
     }
 }
@@ -90,9 +127,7 @@ impl S3Store {
 
     async fn get_object(&self, key: &str, range: Option<String>) -> StoreResult<Bytes> {
         StoreStats::count(&self.stats.gets, 1);
-        let out = self
-            .client
-            .get_object()
+        let out = customer_key!(self.client.get_object(), &self.encryption)
             .bucket(&self.bucket)
             .key(key)
             .set_range(range)
@@ -204,9 +239,7 @@ impl ObjectStore for S3Store {
 
     async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
         StoreStats::count(&self.stats.heads, 1);
-        let out = self
-            .client
-            .head_object()
+        let out = customer_key!(self.client.head_object(), &self.encryption)
             .bucket(&self.bucket)
             .key(key)
             .send()
@@ -243,9 +276,7 @@ impl ObjectStore for S3Store {
     ) -> StoreResult<String> {
         StoreStats::count(&self.stats.puts, 1);
         let len = body.len() as u64;
-        let out = self
-            .client
-            .put_object()
+        let out = encrypt_write!(self.client.put_object(), &self.encryption)
             .bucket(&self.bucket)
             .key(key)
             .set_metadata(Some(metadata.clone()))
@@ -275,9 +306,7 @@ impl ObjectStore for S3Store {
             .build()
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
-        let out = self
-            .client
-            .put_object()
+        let out = encrypt_write!(self.client.put_object(), &self.encryption)
             .bucket(&self.bucket)
             .key(key)
             .content_length(len as i64)
@@ -295,9 +324,7 @@ impl ObjectStore for S3Store {
 
     async fn create_multipart(&self, key: &str, metadata: &Metadata) -> StoreResult<String> {
         StoreStats::count(&self.stats.puts, 1);
-        let out = self
-            .client
-            .create_multipart_upload()
+        let out = encrypt_write!(self.client.create_multipart_upload(), &self.encryption)
             .bucket(&self.bucket)
             .key(key)
             .set_metadata(Some(metadata.clone()))
@@ -319,9 +346,7 @@ impl ObjectStore for S3Store {
     ) -> StoreResult<CompletedPart> {
         StoreStats::count(&self.stats.parts, 1);
         let len = body.len() as u64;
-        let out = self
-            .client
-            .upload_part()
+        let out = customer_key!(self.client.upload_part(), &self.encryption)
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
@@ -355,9 +380,7 @@ impl ObjectStore for S3Store {
                     .build()
             })
             .collect();
-        let out = self
-            .client
-            .complete_multipart_upload()
+        let out = customer_key!(self.client.complete_multipart_upload(), &self.encryption)
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
@@ -391,12 +414,16 @@ impl ObjectStore for S3Store {
     async fn copy(&self, from: &str, to: &str, metadata: Option<&Metadata>) -> StoreResult<String> {
         StoreStats::count(&self.stats.copies, 1);
         let source = format!("{}/{}", self.bucket, encode_copy_source(from));
-        let mut request = self
-            .client
-            .copy_object()
+        let mut request = encrypt_write!(self.client.copy_object(), &self.encryption)
             .bucket(&self.bucket)
             .key(to)
             .copy_source(source);
+        if let Encryption::Customer(key) = &self.encryption {
+            request = request
+                .copy_source_sse_customer_algorithm("AES256")
+                .copy_source_sse_customer_key(&key.key_base64)
+                .copy_source_sse_customer_key_md5(&key.md5_base64);
+        }
         if let Some(metadata) = metadata {
             request = request
                 .metadata_directive(MetadataDirective::Replace)

@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     next_file: AtomicU64,
     /// Act like servers that ignore If-Match / If-None-Match.
     pub ignore_conditions: std::sync::atomic::AtomicBool,
+    /// Server-side encryption headers seen, one line per request that had any.
+    pub sse_seen: Mutex<Vec<String>>,
 }
 
 /// The server's storage; cheap to clone, shared by every `Server` started on it.
@@ -87,6 +89,7 @@ impl Backend {
                 stats: Stats::default(),
                 next_file: AtomicU64::new(1),
                 ignore_conditions: Default::default(),
+                sse_seen: Default::default(),
             }),
         })
     }
@@ -105,6 +108,11 @@ impl Backend {
         self.inner
             .ignore_conditions
             .store(ignore, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Encryption headers of the requests so far, as `OP key=value ...` lines.
+    pub fn sse_seen(&self) -> Vec<String> {
+        self.inner.sse_seen.lock().clone()
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -150,6 +158,20 @@ impl Inner {
     pub fn new_body_path(&self) -> PathBuf {
         let n = self.next_file.fetch_add(1, Ordering::SeqCst);
         self.data_dir.join(format!("{n:012}.body"))
+    }
+
+    /// Notes the encryption headers of one request (nothing is encrypted here: this
+    /// server only shows that clients send them).
+    pub fn note_sse(&self, op: &str, headers: &[(&str, Option<&str>)]) {
+        let present: Vec<String> = headers
+            .iter()
+            .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
+            .collect();
+        if !present.is_empty() {
+            self.sse_seen
+                .lock()
+                .push(format!("{op} {}", present.join(" ")));
+        }
     }
 
     pub fn count(&self, counter: &AtomicU64, n: u64) {

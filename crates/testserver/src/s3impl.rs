@@ -190,6 +190,17 @@ impl S3 for Backend {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
+        self.inner.note_sse(
+            "put",
+            &[
+                (
+                    "sse",
+                    input.server_side_encryption.as_ref().map(|v| v.as_str()),
+                ),
+                ("kms", input.ssekms_key_id.as_deref()),
+                ("c", input.sse_customer_key_md5.as_deref()),
+            ],
+        );
         self.inner.count(&self.inner.stats.put, 1);
         self.bucket_exists(&input.bucket)?;
         let path = self.inner.new_body_path();
@@ -223,6 +234,8 @@ impl S3 for Backend {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
+        self.inner
+            .note_sse("get", &[("c", input.sse_customer_key_md5.as_deref())]);
         self.inner.count(&self.inner.stats.get, 1);
         let object = self.object(&input.bucket, &input.key)?;
         let (range, content_range) = match &input.range {
@@ -256,6 +269,8 @@ impl S3 for Backend {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
+        self.inner
+            .note_sse("head", &[("c", input.sse_customer_key_md5.as_deref())]);
         self.inner.count(&self.inner.stats.head, 1);
         let object = self.object(&input.bucket, &input.key)?;
         let output = HeadObjectOutput {
@@ -318,6 +333,21 @@ impl S3 for Backend {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
+        self.inner.note_sse(
+            "copy",
+            &[
+                (
+                    "sse",
+                    input.server_side_encryption.as_ref().map(|v| v.as_str()),
+                ),
+                ("kms", input.ssekms_key_id.as_deref()),
+                ("c", input.sse_customer_key_md5.as_deref()),
+                (
+                    "source_c",
+                    input.copy_source_sse_customer_key_md5.as_deref(),
+                ),
+            ],
+        );
         self.inner.count(&self.inner.stats.copy, 1);
         let (src_bucket, src_key) = match &input.copy_source {
             CopySource::Bucket { bucket, key, .. } => (bucket.to_string(), key.to_string()),
@@ -439,6 +469,17 @@ impl S3 for Backend {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
+        self.inner.note_sse(
+            "create_multipart",
+            &[
+                (
+                    "sse",
+                    input.server_side_encryption.as_ref().map(|v| v.as_str()),
+                ),
+                ("kms", input.ssekms_key_id.as_deref()),
+                ("c", input.sse_customer_key_md5.as_deref()),
+            ],
+        );
         self.inner.count(&self.inner.stats.multipart_create, 1);
         self.bucket_exists(&input.bucket)?;
         let id = self
@@ -470,6 +511,10 @@ impl S3 for Backend {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let input = req.input;
+        self.inner.note_sse(
+            "upload_part",
+            &[("c", input.sse_customer_key_md5.as_deref())],
+        );
         self.inner.count(&self.inner.stats.upload_part, 1);
         if !(1..=10_000).contains(&input.part_number) {
             return Err(s3_error!(InvalidArgument, "part number out of range"));
