@@ -76,14 +76,7 @@ pub async fn check(provider: &SharedCredentialsProvider, within: Duration) -> an
 
 /// Reads an s3fs passwd file: refused if group or others may read it.
 pub fn read_passwd_file(path: &Path, bucket: &str) -> anyhow::Result<Credentials> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read credentials file {}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!(
-            "credentials file {} is readable by group or others: chmod 600 it",
-            path.display()
-        );
-    }
+    check_private(path, "credentials file")?;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read credentials file {}", path.display()))?;
     parse_passwd(&text, bucket)
@@ -96,19 +89,25 @@ pub fn read_passwd_file(path: &Path, bucket: &str) -> anyhow::Result<Credentials
         .map(|(access, secret)| Credentials::new(access, secret, None, None, "credentials-file"))
 }
 
+/// Secrets live in files only their owner can read.
+fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "{what} {} is readable by group or others: chmod 600 it",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Reads an SSE-C key file (raw 32 bytes or their base64 on the first line); refused
 /// if group or others may read it.
 pub fn read_sse_c_key(path: &Path) -> anyhow::Result<crate::store::CustomerKey> {
     use aws_smithy_types::base64;
     use md5::{Digest, Md5};
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read SSE-C key file {}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!(
-            "SSE-C key file {} is readable by group or others: chmod 600 it",
-            path.display()
-        );
-    }
+    check_private(path, "SSE-C key file")?;
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read SSE-C key file {}", path.display()))?;
     let key = if bytes.len() == 32 {
