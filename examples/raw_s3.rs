@@ -141,7 +141,11 @@ async fn put_file(client: &Client, bucket: &str, path: &str, key: &str) -> Resul
         .bucket(bucket)
         .key(key)
         .upload_id(id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
         .send()
         .await?;
     Ok(())
@@ -186,7 +190,11 @@ async fn put_many(client: &Client, bucket: &str, prefix: &str, n: usize) -> Resu
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
         let permit = limit.clone().acquire_owned().await?;
-        let (client, bucket, key) = (client.clone(), bucket.to_string(), format!("{prefix}{i:06}"));
+        let (client, bucket, key) = (
+            client.clone(),
+            bucket.to_string(),
+            format!("{prefix}{i:06}"),
+        );
         tasks.spawn(async move {
             client
                 .put_object()

@@ -67,6 +67,13 @@ fn mount_command(args: MountArgs, argv: &[String]) -> ExitCode {
         return daemonize(&args, argv);
     }
     s3syncfs::logging::init(&args.log_level, args.daemon_child);
+    // Many FUSE and I/O threads each get a malloc arena by default; a few suffice and
+    // keep the resident memory of a long-running daemon small.
+    // SAFETY: mallopt only tunes the allocator, before any thread starts.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let options = match args.options() {
         Ok(o) => o,
         Err(err) => {

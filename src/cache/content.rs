@@ -26,7 +26,7 @@ pub struct RemoteSource {
 /// Reads are served from here once their range is present.
 const BLOCK: u64 = 1 << 20;
 /// Readahead grows on sequential reads up to this window.
-const MAX_READAHEAD: u64 = 8 << 20;
+const MAX_READAHEAD: u64 = 64 << 20;
 
 pub struct Content {
     path: PathBuf,

@@ -11,9 +11,9 @@ use tokio::task::JoinSet;
 use crate::store::ObjectStore;
 
 /// One ranged GET asks for at most this much.
-const CHUNK: u64 = 8 << 20;
+const CHUNK: u64 = 4 << 20;
 /// Ranged GETs in flight for one fetch; bounds memory to CHUNK * this.
-const PARALLEL: usize = 4;
+const PARALLEL: usize = 8;
 
 #[derive(Clone)]
 pub struct Fetcher {

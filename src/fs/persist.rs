@@ -42,7 +42,7 @@ impl Fs {
         }
         let path = tree.path(ino).map(|p| p.join("/"));
         let wanted = path.filter(|_| tree.dirty.contains_key(&ino));
-        let old = tree.persisted.get(&ino).cloned();
+        let old = tree.persisted.get(&ino).map(|r| r.path.clone());
         if let Some(old) = old.filter(|o| wanted.as_ref() != Some(o)) {
             tracing::debug!(path = %old, "record removed");
             if let Err(err) = tree.state.remove_entry(&old) {
@@ -86,12 +86,16 @@ impl Fs {
                 .as_ref()
                 .is_none_or(|s| s.meta_version != inode.meta_version),
         };
+        // close() and release both record a changed file: write it once.
+        if tree.persisted.get(&ino) == Some(&record) {
+            return;
+        }
         tracing::debug!(%path, "recorded");
         if let Err(err) = tree.state.put_entry(&record) {
             tracing::error!(%path, %err, "cannot record a local change in the state");
             return;
         }
-        tree.persisted.insert(ino, path);
+        tree.persisted.insert(ino, record);
     }
 
     /// Rebuilds the local changes a previous run left in the state.
@@ -206,7 +210,7 @@ impl Fs {
         }
         tree.set_stored(ino, stored);
         tree.mark_dirty(ino);
-        tree.persisted.insert(ino, record.path);
+        tree.persisted.insert(ino, record);
     }
 }
 

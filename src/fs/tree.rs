@@ -115,8 +115,8 @@ pub struct Tree {
     pub stored_keys: HashMap<String, u64>,
     /// The durable copy of what is dirty and what is owed a delete.
     pub state: Arc<StateDb>,
-    /// Inode -> path of its record in the durable state.
-    pub persisted: HashMap<u64, String>,
+    /// Inode -> its record as last written to the durable state.
+    pub persisted: HashMap<u64, crate::state::EntryRecord>,
     /// While a LIST is under way: keys deleted meanwhile, which its answer may still show.
     pub deleted_during_listing: Option<HashSet<String>>,
     /// Counts this mount's writes and deletes in the bucket ...
