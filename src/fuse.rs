@@ -13,7 +13,14 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Caller, Fs, FsError, KernelChange, NodeKind, RenameMode, SetAttr};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::fs::{
+    Attr, Caller, DirEntry, Fs, FsError, KernelChange, NodeKind, RenameMode, SetAttr,
+};
 
 /// How long the kernel may keep attributes and names before asking again.
 const TTL: Duration = Duration::from_secs(1);
@@ -23,11 +30,37 @@ pub struct FuseAdapter {
     /// Named by an extended attribute of the root, so `s3syncfs status MOUNTPOINT`
     /// finds the daemon.
     control_socket: std::path::PathBuf,
+    /// Open directory handle -> the entries it lists: a directory is read in many
+    /// calls (by offset) and is snapshotted once, at offset 0.
+    listings: Mutex<HashMap<u64, Arc<Vec<(DirEntry, Attr)>>>>,
+    next_dir_handle: AtomicU64,
 }
 
 impl FuseAdapter {
+    /// The entries of an open directory: listed afresh at offset 0, else the snapshot.
+    fn listing(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+    ) -> Result<Arc<Vec<(DirEntry, Attr)>>, FsError> {
+        if offset > 0 {
+            if let Some(entries) = self.listings.lock().get(&fh.0) {
+                return Ok(entries.clone());
+            }
+        }
+        let entries = Arc::new(self.fs.readdir_plus(ino.0)?);
+        self.listings.lock().insert(fh.0, entries.clone());
+        Ok(entries)
+    }
+
     pub fn new(fs: Arc<Fs>, control_socket: std::path::PathBuf) -> FuseAdapter {
-        FuseAdapter { fs, control_socket }
+        FuseAdapter {
+            fs,
+            control_socket,
+            listings: Mutex::new(HashMap::new()),
+            next_dir_handle: AtomicU64::new(1),
+        }
     }
 }
 
@@ -50,6 +83,14 @@ fn errno(op: &str, err: FsError) -> Errno {
         tracing::debug!("{op}: {err}");
     }
     Errno::from_i32(code)
+}
+
+fn file_type(kind: NodeKind) -> FileType {
+    match kind {
+        NodeKind::Dir => FileType::Directory,
+        NodeKind::File => FileType::RegularFile,
+        NodeKind::Symlink => FileType::Symlink,
+    }
 }
 
 fn file_attr(attr: &Attr) -> FileAttr {
@@ -115,6 +156,10 @@ fn reply_empty(reply: ReplyEmpty, op: &str, result: Result<(), FsError>) {
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(1 << 20);
+        // `ls -l`: names and attributes in one request instead of a lookup per entry.
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+        );
         Ok(())
     }
 
@@ -339,25 +384,65 @@ impl Filesystem for FuseAdapter {
         reply_empty(reply, "fsync", self.fs.fsync(ino.0));
     }
 
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fh = self.next_dir_handle.fetch_add(1, Ordering::Relaxed);
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.listings.lock().remove(&fh.0);
+        reply.ok();
+    }
+
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.fs.readdir(ino.0) {
+        let entries = match self.listing(ino, fh, offset) {
             Ok(entries) => entries,
             Err(err) => return reply.error(errno("readdir", err)),
         };
-        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
-            let kind = match entry.kind {
-                NodeKind::Dir => FileType::Directory,
-                NodeKind::File => FileType::RegularFile,
-                NodeKind::Symlink => FileType::Symlink,
-            };
-            if reply.add(INodeNo(entry.ino), (i + 1) as u64, kind, &entry.name) {
+        for (i, (entry, _)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(entry.ino), (i + 1) as u64, file_type(entry.kind), &entry.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        let entries = match self.listing(ino, fh, offset) {
+            Ok(entries) => entries,
+            Err(err) => return reply.error(errno("readdirplus", err)),
+        };
+        for (i, (entry, attr)) in entries.iter().enumerate().skip(offset as usize) {
+            let full = reply.add(
+                INodeNo(entry.ino),
+                (i + 1) as u64,
+                &entry.name,
+                &TTL,
+                &file_attr(attr),
+                Generation(0),
+            );
+            if full {
                 break;
             }
         }

@@ -58,29 +58,45 @@ impl Fs {
 
     /// All entries of a directory, `.` and `..` first.
     pub fn readdir(self: &Arc<Self>, ino: u64) -> FsResult<Vec<DirEntry>> {
+        Ok(self
+            .readdir_plus(ino)?
+            .into_iter()
+            .map(|(entry, _)| entry)
+            .collect())
+    }
+
+    /// All entries of a directory with their attributes (READDIRPLUS), `.` and `..` first.
+    pub fn readdir_plus(self: &Arc<Self>, ino: u64) -> FsResult<Vec<(DirEntry, Attr)>> {
         self.listed_or_offline(ino)?;
         let tree = self.tree.lock();
         let dir = tree.get(ino).ok_or(FsError::NotFound)?;
         let children = dir.children.as_ref().ok_or(FsError::NotDir)?;
-        let mut entries = vec![
+        let parent_attr = tree.get(dir.parent).map_or(dir.attr, |p| p.attr);
+        let mut entries = Vec::with_capacity(children.len() + 2);
+        entries.push((
             DirEntry {
                 ino,
                 kind: NodeKind::Dir,
                 name: ".".into(),
             },
+            dir.attr,
+        ));
+        entries.push((
             DirEntry {
                 ino: dir.parent,
                 kind: NodeKind::Dir,
                 name: "..".into(),
             },
-        ];
+            parent_attr,
+        ));
         for (name, &child) in children {
             if let Some(inode) = tree.get(child) {
-                entries.push(DirEntry {
+                let entry = DirEntry {
                     ino: child,
                     kind: inode.attr.kind,
                     name: name.clone(),
-                });
+                };
+                entries.push((entry, inode.attr));
             }
         }
         Ok(entries)
