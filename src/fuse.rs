@@ -18,9 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::fs::{
-    Attr, Caller, DirEntry, Fs, FsError, KernelChange, NodeKind, RenameMode, SetAttr,
-};
+use crate::fs::{Attr, Caller, DirEntry, Fs, FsError, KernelChange, NodeKind, RenameMode, SetAttr};
+
+/// The entries of an open directory, with their attributes.
+type DirSnapshot = Arc<Vec<(DirEntry, Attr)>>;
 
 /// How long the kernel may keep attributes and names before asking again.
 const TTL: Duration = Duration::from_secs(1);
@@ -32,18 +33,13 @@ pub struct FuseAdapter {
     control_socket: std::path::PathBuf,
     /// Open directory handle -> the entries it lists: a directory is read in many
     /// calls (by offset) and is snapshotted once, at offset 0.
-    listings: Mutex<HashMap<u64, Arc<Vec<(DirEntry, Attr)>>>>,
+    listings: Mutex<HashMap<u64, DirSnapshot>>,
     next_dir_handle: AtomicU64,
 }
 
 impl FuseAdapter {
     /// The entries of an open directory: listed afresh at offset 0, else the snapshot.
-    fn listing(
-        &self,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-    ) -> Result<Arc<Vec<(DirEntry, Attr)>>, FsError> {
+    fn listing(&self, ino: INodeNo, fh: FileHandle, offset: u64) -> Result<DirSnapshot, FsError> {
         if offset > 0 {
             if let Some(entries) = self.listings.lock().get(&fh.0) {
                 return Ok(entries.clone());
@@ -414,7 +410,12 @@ impl Filesystem for FuseAdapter {
             Err(err) => return reply.error(errno("readdir", err)),
         };
         for (i, (entry, _)) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(entry.ino), (i + 1) as u64, file_type(entry.kind), &entry.name) {
+            if reply.add(
+                INodeNo(entry.ino),
+                (i + 1) as u64,
+                file_type(entry.kind),
+                &entry.name,
+            ) {
                 break;
             }
         }

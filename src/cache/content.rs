@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -43,6 +43,8 @@ pub struct Content {
     charged: AtomicU64,
     /// Readers and writers at work: eviction leaves a pinned file alone.
     pins: AtomicUsize,
+    /// A background fetch of the next readahead window is under way.
+    prefetching: AtomicBool,
 }
 
 /// Keeps a file's data from being evicted while it lives.
@@ -65,6 +67,7 @@ impl Content {
             usage,
             charged: AtomicU64::new(0),
             pins: AtomicUsize::new(0),
+            prefetching: AtomicBool::new(false),
         };
         content.recount();
         content
@@ -269,6 +272,29 @@ impl Content {
         drop(present);
         self.recount();
         Ok(())
+    }
+
+    /// On a sequential stream, the window after the one the last read fetched, if it
+    /// is absent and no prefetch runs: the caller fetches it in the background while
+    /// the reader consumes the current one. Call `prefetch_done` after.
+    pub fn next_window(&self, len: u64) -> Option<Range<u64>> {
+        let (last_end, window) = *self.readahead.lock();
+        if last_end == u64::MAX || window < MAX_READAHEAD / 4 {
+            return None;
+        }
+        let start = align_up(last_end, BLOCK).saturating_add(window).min(len);
+        let end = start.saturating_add(window).min(len);
+        if start >= end || self.present.lock().contains(start..end) {
+            return None;
+        }
+        if self.prefetching.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        Some(start..end)
+    }
+
+    pub fn prefetch_done(&self) {
+        self.prefetching.store(false, Ordering::SeqCst);
     }
 
     fn readahead_window(&self, offset: u64, end: u64) -> u64 {
