@@ -300,8 +300,14 @@ pub fn invocation(args: Vec<String>) -> Invocation {
     let program = args.first().cloned().unwrap_or_default();
     let name = program.rsplit('/').next().unwrap_or_default();
     let first = args.get(1).map(String::as_str).unwrap_or_default();
+    // mount.fuse3 always passes options (mount(8) adds at least `rw`); requiring -o
+    // keeps a mistyped subcommand from being taken for a bucket.
+    let has_options = args.iter().any(|a| a.starts_with("-o"));
     let helper = name.starts_with("mount.")
-        || (args.len() >= 3 && !first.starts_with('-') && !SUBCOMMANDS.contains(&first));
+        || (args.len() >= 3
+            && has_options
+            && !first.starts_with('-')
+            && !SUBCOMMANDS.contains(&first));
     if !helper {
         return Invocation::Command(args);
     }
@@ -510,6 +516,8 @@ mod tests {
         assert!(matches!(fake, Invocation::Helper { fake: true, .. }));
         let command = invocation(strings(&["s3syncfs", "status", "/mnt"]));
         assert!(matches!(command, Invocation::Command(_)));
+        let typo = invocation(strings(&["s3syncfs", "stauts", "/mnt"]));
+        assert!(matches!(typo, Invocation::Command(_)));
     }
 
     #[test]
