@@ -5,7 +5,6 @@
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use crate::mapping::attrs_from_metadata;
 use crate::store::ObjectInfo;
 
 use super::tree::{NodeKind, Stored, Tree};
@@ -137,19 +136,7 @@ impl Fs {
         let info = &remote.info;
         let mut attr = self.default_attr(NodeKind::File, info.size, info.last_modified);
         if remote.metadata_known {
-            let stored = attrs_from_metadata(
-                &info.metadata,
-                &self.config.defaults,
-                false,
-                info.last_modified,
-            );
-            attr.perm = stored.mode & 0o7777;
-            attr.uid = stored.uid;
-            attr.gid = stored.gid;
-            attr.mtime = stored.mtime;
-            if stored.mode & crate::mapping::S_IFMT == crate::mapping::S_IFLNK {
-                attr.kind = NodeKind::Symlink;
-            }
+            self.attrs_from_object(&mut attr, info, false);
         }
         let new = tree.insert(parent, name, attr, false);
         tree.set_stored(

@@ -207,12 +207,6 @@ impl Fs {
             return;
         }
         let is_dir = inode.is_dir();
-        let stored = attrs_from_metadata(
-            &info.metadata,
-            &self.config.defaults,
-            is_dir,
-            info.last_modified,
-        );
         let new_stored = Stored {
             key: key.to_string(),
             etag: info.etag.clone(),
@@ -223,19 +217,31 @@ impl Fs {
         let Some(inode) = tree.get_mut(ino) else {
             return;
         };
-        if !is_dir && stored.mode & S_IFMT == S_IFLNK {
-            inode.attr.kind = NodeKind::Symlink;
-        }
-        inode.attr.perm = stored.mode & 0o7777;
-        inode.attr.uid = stored.uid;
-        inode.attr.gid = stored.gid;
-        inode.attr.mtime = stored.mtime;
-        inode.attr.ctime = stored.mtime;
+        self.attrs_from_object(&mut inode.attr, info, is_dir);
         if !is_dir {
             inode.attr.size = info.size;
         }
         inode.meta_known = true;
         tree.set_stored(ino, Some(new_stored));
+    }
+
+    /// Sets the attributes an object's metadata carries (s3fs headers, else the mount's
+    /// defaults): symlink type, mode, owner, mtime.
+    pub(super) fn attrs_from_object(&self, attr: &mut Attr, info: &ObjectInfo, is_dir: bool) {
+        let stored = attrs_from_metadata(
+            &info.metadata,
+            &self.config.defaults,
+            is_dir,
+            info.last_modified,
+        );
+        if !is_dir && stored.mode & S_IFMT == S_IFLNK {
+            attr.kind = NodeKind::Symlink;
+        }
+        attr.perm = stored.mode & 0o7777;
+        attr.uid = stored.uid;
+        attr.gid = stored.gid;
+        attr.mtime = stored.mtime;
+        attr.ctime = stored.mtime;
     }
 
     /// Lists every directory under `ino` so a rename can move the whole subtree.

@@ -6,7 +6,6 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::mapping::{attrs_from_metadata, S_IFLNK, S_IFMT};
 use crate::store::{Listing, ObjectInfo, ObjectSummary, StoreError};
 
 use super::conflict::{KernelChange, RemoteVersion};
@@ -312,20 +311,8 @@ impl Fs {
         if inode.meta_known {
             return;
         }
-        let stored = attrs_from_metadata(
-            &info.metadata,
-            &self.config.defaults,
-            inode.is_dir(),
-            info.last_modified,
-        );
-        if stored.mode & S_IFMT == S_IFLNK {
-            inode.attr.kind = NodeKind::Symlink;
-        }
-        inode.attr.perm = stored.mode & 0o7777;
-        inode.attr.uid = stored.uid;
-        inode.attr.gid = stored.gid;
-        inode.attr.mtime = stored.mtime;
-        inode.attr.ctime = stored.mtime;
+        let is_dir = inode.is_dir();
+        self.attrs_from_object(&mut inode.attr, info, is_dir);
         inode.attr.size = info.size;
         inode.meta_known = true;
     }

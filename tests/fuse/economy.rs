@@ -4,19 +4,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::{pattern, s3syncfs, Env, Mount, BUCKET};
-
-fn sync(env: &Env, mnt: &Mount) {
-    let out = s3syncfs(
-        env,
-        &["sync", mnt.path.to_str().unwrap(), "--timeout", "60"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::support::{pattern, sync, Env, BUCKET};
 
 #[test]
 fn rewrites_chmods_and_renames_send_no_file_body() {

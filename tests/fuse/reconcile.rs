@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::support::{s3syncfs, wait_until, Env, Mount, BUCKET};
+use crate::support::{s3syncfs, sync, wait_until, Env, Mount, BUCKET};
 
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -13,18 +13,6 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn sync(env: &Env, mnt: &Mount) {
-    let out = s3syncfs(
-        env,
-        &["sync", mnt.path.to_str().unwrap(), "--timeout", "60"],
-    );
-    assert!(
-        out.status.success(),
-        "sync failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn status(env: &Env, mnt: &Mount) -> serde_json::Value {

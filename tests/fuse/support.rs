@@ -339,6 +339,19 @@ pub fn s3syncfs(env: &Env, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `s3syncfs sync` on a mount; fails the test if it does not finish.
+pub fn sync(env: &Env, mnt: &Mount) {
+    let out = s3syncfs(
+        env,
+        &["sync", mnt.path.to_str().unwrap(), "--timeout", "60"],
+    );
+    assert!(
+        out.status.success(),
+        "sync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn is_mounted(path: &Path) -> bool {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let target = path.to_string_lossy();
