@@ -111,6 +111,10 @@ pub struct MountArgs {
     /// Mount read-only.
     #[arg(long)]
     pub read_only: bool,
+    /// Serve every read and write through the daemon, never by kernel passthrough
+    /// (which sends I/O of fully cached files straight to the cache file; needs root).
+    #[arg(long)]
+    pub no_passthrough: bool,
     /// Stay in the foreground and log to stderr.
     #[arg(long)]
     pub foreground: bool,
@@ -233,6 +237,7 @@ fn option_to_flags(item: &str) -> Result<Vec<String>, String> {
         "credentials_file" | "passwd_file" => valued("credentials-file"),
         "allow_other" => switch("allow-other"),
         "ro" => switch("read-only"),
+        "no_passthrough" => switch("no-passthrough"),
         "foreground" => switch("foreground"),
         "sse" | "sse_kms_key_id" | "sse_c_key_file" => valued(&key.replace('_', "-")),
         // s3fs: use_sse[=1], use_sse=kmsid[:ID] (or k[:ID]), use_sse=custom:PATH (or c:PATH).
@@ -399,6 +404,7 @@ impl MountArgs {
             defaults,
             allow_other: self.allow_other,
             read_only: self.read_only,
+            passthrough: !self.no_passthrough,
             request_timeout: Duration::from_secs(self.request_timeout.max(1)),
             upload_delay: Duration::from_millis(self.upload_delay_ms),
             unmount_timeout: Duration::from_secs(self.unmount_timeout),

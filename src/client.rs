@@ -7,30 +7,28 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context};
 
-use crate::control::{Status, SyncProgress, VerifyLine, VerifyRequest, CONTROL_XATTR};
+use crate::control::{
+    Status, SyncProgress, VerifyLine, VerifyRequest, CONTROL_IOCTL, CONTROL_PATH_MAX,
+};
 use crate::fs::{FindingKind, VerifyReport};
 use crate::units::human_bytes;
 
-/// The daemon's control socket, named by an extended attribute of the mount's root.
+/// The daemon's control socket, named by an ioctl on the mount's root directory.
 fn socket_of(mountpoint: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())?;
-    let name = std::ffi::CString::new(CONTROL_XATTR)?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: getxattr into a buffer of the length given.
-    let n = unsafe {
-        libc::getxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
+    let root = std::fs::File::open(mountpoint)
+        .with_context(|| format!("cannot open {}", mountpoint.display()))?;
+    let mut buf = [0u8; CONTROL_PATH_MAX];
+    // SAFETY: the command's size field is the buffer's length, so the kernel writes
+    // at most that many bytes into it.
+    let n = unsafe { libc::ioctl(root.as_raw_fd(), CONTROL_IOCTL as _, buf.as_mut_ptr()) };
+    if n <= 0 || n as usize > buf.len() {
         bail!("{} is not an s3syncfs mount", mountpoint.display());
     }
-    buf.truncate(n as usize);
-    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&buf)))
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(
+        &buf[..n as usize],
+    )))
 }
 
 /// Sends one request; the answer is read line by line from the returned reader.
@@ -109,6 +107,10 @@ pub fn describe(s: &Status, now: SystemTime) -> String {
         .cache_limit
         .map_or("no limit".into(), |l| format!("limit {}", human_bytes(l)));
     out += &format!("cache:        {} ({limit})\n", human_bytes(s.cache_bytes));
+    out += &format!(
+        "passthrough:  {} ({} opens)\n",
+        s.passthrough, s.direct_opens
+    );
     out
 }
 

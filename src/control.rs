@@ -15,8 +15,14 @@ use crate::fs::{ConditionalWrites, Fs};
 use crate::store::Reach;
 use crate::sync::report::{Failure, UploadReport};
 
-/// The extended attribute of the mount's root that names the control socket.
-pub const CONTROL_XATTR: &str = "user.s3syncfs.control";
+/// Room for the control socket's path in the answer to `CONTROL_IOCTL`.
+pub const CONTROL_PATH_MAX: usize = 256;
+
+/// An ioctl on the mount's root directory answers with the control socket's path:
+/// `_IOR('S', 1, [u8; CONTROL_PATH_MAX])`. (Not an extended attribute: a filesystem
+/// that answers getxattr is asked for security.capability before every write.)
+pub const CONTROL_IOCTL: u32 =
+    (2 << 30) | ((CONTROL_PATH_MAX as u32) << 16) | ((b'S' as u32) << 8) | 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Status {
@@ -43,6 +49,12 @@ pub struct Status {
     pub conditional_writes: String,
     pub cache_bytes: u64,
     pub cache_limit: Option<u64>,
+    /// Kernel passthrough of cached files: "on", or "off" with the reason.
+    #[serde(default)]
+    pub passthrough: String,
+    /// Handles opened with passthrough since the mount.
+    #[serde(default)]
+    pub direct_opens: u64,
 }
 
 /// One line of the answer to `sync`: what was pending at the call, and what is left.
@@ -150,6 +162,8 @@ fn status(daemon: &Daemon) -> Status {
         .to_string(),
         cache_bytes: usage.used(),
         cache_limit: usage.limit(),
+        passthrough: fs.direct_use.mode(),
+        direct_opens: fs.direct_use.opens(),
     }
 }
 

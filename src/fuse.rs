@@ -7,18 +7,21 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
     ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
     TimeOrNow, WriteFlags,
 };
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::fs::{Attr, Caller, DirEntry, Fs, FsError, KernelChange, NodeKind, RenameMode, SetAttr};
+use crate::fs::{
+    Attach, Attr, Caller, DirEntry, Fs, FsError, KernelChange, KernelFile, NodeKind, Opened,
+    RenameMode, SetAttr,
+};
 
 /// The entries of an open directory, with their attributes.
 type DirSnapshot = Arc<Vec<(DirEntry, Attr)>>;
@@ -35,6 +38,9 @@ pub struct FuseAdapter {
     /// calls (by offset) and is snapshotted once, at offset 0.
     listings: Mutex<HashMap<u64, DirSnapshot>>,
     next_dir_handle: AtomicU64,
+    /// Cached files are handed to the kernel (FUSE passthrough): asked for by the
+    /// options, granted at init, and given up after the first refusal.
+    passthrough: AtomicBool,
 }
 
 impl FuseAdapter {
@@ -50,14 +56,47 @@ impl FuseAdapter {
         Ok(entries)
     }
 
-    pub fn new(fs: Arc<Fs>, control_socket: std::path::PathBuf) -> FuseAdapter {
+    pub fn new(fs: Arc<Fs>, control_socket: std::path::PathBuf, passthrough: bool) -> FuseAdapter {
+        if !passthrough {
+            fs.direct_use.set_mode("off (no_passthrough)");
+        }
         FuseAdapter {
             fs,
             control_socket,
             listings: Mutex::new(HashMap::new()),
             next_dir_handle: AtomicU64::new(1),
+            passthrough: AtomicBool::new(passthrough),
         }
     }
+
+    /// Registers cache files with the kernel for passthrough through `reply`, or None
+    /// when passthrough is off. A refusal (no CAP_SYS_ADMIN, a cache dir the kernel
+    /// cannot stack on) turns it off for the rest of the mount.
+    fn attacher<'a>(
+        &'a self,
+        register: impl Fn(&std::fs::File) -> std::io::Result<BackingId> + 'a,
+    ) -> Option<impl Fn(&std::fs::File) -> std::io::Result<KernelFile> + 'a> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(move |file: &std::fs::File| match register(file) {
+            Ok(id) => Ok(Arc::new(id) as KernelFile),
+            Err(err) => {
+                if self.passthrough.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(%err, "kernel passthrough refused: cached files are served by the daemon");
+                    self.fs.direct_use.set_mode(format!("off (refused: {err})"));
+                }
+                Err(err)
+            }
+        })
+    }
+}
+
+/// The backing id a direct handle was registered with.
+fn backing_id(kernel: &KernelFile) -> &BackingId {
+    kernel
+        .downcast_ref::<BackingId>()
+        .expect("the adapter only attaches BackingIds")
 }
 
 fn errno(op: &str, err: FsError) -> Errno {
@@ -156,6 +195,19 @@ impl Filesystem for FuseAdapter {
         let _ = config.add_capabilities(
             fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
         );
+        if self.passthrough.load(Ordering::Relaxed) {
+            // Depth 2: the cache dir may itself be on a stacked filesystem (overlayfs).
+            let granted = config
+                .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+                .is_ok()
+                && config.set_max_stack_depth(2).is_ok();
+            self.passthrough.store(granted, Ordering::Relaxed);
+            self.fs.direct_use.set_mode(if granted {
+                "on"
+            } else {
+                "off (the kernel has no FUSE passthrough)"
+            });
+        }
         Ok(())
     }
 
@@ -302,8 +354,22 @@ impl Filesystem for FuseAdapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
-        match self.fs.open(ino.0, writable, truncate) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        let attach = self.attacher(|file| reply.open_backing(file));
+        let opened = self.fs.open_with(
+            ino.0,
+            writable,
+            truncate,
+            attach.as_ref().map(|a| a as Attach),
+        );
+        drop(attach);
+        match opened {
+            Ok(Opened {
+                fh,
+                direct: Some(kernel),
+            }) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), backing_id(&kernel))
+            }
+            Ok(Opened { fh, direct: None }) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(err) => reply.error(errno("open", err)),
         }
     }
@@ -453,38 +519,27 @@ impl Filesystem for FuseAdapter {
     fn ioctl(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _flags: fuser::IoctlFlags,
-        _cmd: u32,
+        cmd: u32,
         _in_data: &[u8],
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
+        if ino.0 == crate::fs::ROOT && cmd == crate::control::CONTROL_IOCTL {
+            let path = self.control_socket.as_os_str().as_encoded_bytes();
+            if path.len() <= crate::control::CONTROL_PATH_MAX {
+                return reply.ioctl(path.len() as i32, path);
+            }
+            return reply.error(Errno::from_i32(libc::ENAMETOOLONG));
+        }
         // Terminal and filesystem ioctls do not apply to objects.
         reply.error(Errno::from_i32(libc::ENOTTY));
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        name: &OsStr,
-        size: u32,
-        reply: fuser::ReplyXattr,
-    ) {
-        if ino.0 != crate::fs::ROOT || name != crate::control::CONTROL_XATTR {
-            return reply.error(Errno::from_i32(libc::ENODATA));
-        }
-        let value = self.control_socket.as_os_str().as_encoded_bytes();
-        if size == 0 {
-            reply.size(value.len() as u32);
-        } else if (size as usize) < value.len() {
-            reply.error(Errno::from_i32(libc::ERANGE));
-        } else {
-            reply.data(value);
-        }
-    }
+    // No getxattr: its ENOSYS tells the kernel there are no extended attributes at
+    // all, so writes and `ls -l` stop asking for security.capability and ACLs.
 
     fn fsyncdir(
         &self,
@@ -525,14 +580,33 @@ impl Filesystem for FuseAdapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        match self.fs.create(parent.0, name, mode & !umask, caller(req)) {
-            Ok((attr, fh)) => reply.created(
-                &TTL,
-                &file_attr(&attr),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+        let attach = self.attacher(|file| reply.open_backing(file));
+        let created = self.fs.create_with(
+            parent.0,
+            name,
+            mode & !umask,
+            caller(req),
+            attach.as_ref().map(|a| a as Attach),
+        );
+        drop(attach);
+        match created {
+            Ok((attr, Opened { fh, direct })) => match direct {
+                Some(kernel) => reply.created_passthrough(
+                    &TTL,
+                    &file_attr(&attr),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                    backing_id(&kernel),
+                ),
+                None => reply.created(
+                    &TTL,
+                    &file_attr(&attr),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+            },
             Err(err) => reply.error(errno("create", err)),
         }
     }

@@ -37,6 +37,8 @@ pub struct MountOptions {
     pub defaults: DefaultAttrs,
     pub allow_other: bool,
     pub read_only: bool,
+    /// Hand fully cached files to the kernel (FUSE passthrough) when it allows.
+    pub passthrough: bool,
     pub request_timeout: Duration,
     pub upload_delay: Duration,
     pub unmount_timeout: Duration,
@@ -259,7 +261,11 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             config.mount_options.push(MountOption::RO);
         }
         config.n_threads = Some(options.fuse_threads);
-        let adapter = FuseAdapter::new(fs.clone(), crate::control::socket_path(&options.cache_dir));
+        let adapter = FuseAdapter::new(
+            fs.clone(),
+            crate::control::socket_path(&options.cache_dir),
+            options.passthrough,
+        );
         let session = Session::new(adapter, &options.mountpoint, &config)
             .with_context(|| format!("cannot mount at {}", options.mountpoint.display()))?;
         fs.set_kernel_cache(crate::fuse::kernel_cache(&session));

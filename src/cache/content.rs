@@ -56,6 +56,15 @@ impl Drop for Pin<'_> {
     }
 }
 
+/// A pin that owns its file: a direct handle holds one for as long as it is open.
+pub struct Hold(Arc<Content>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.pins.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Content {
     pub(super) fn new(path: PathBuf, file: File, present: RangeSet, usage: Arc<Usage>) -> Content {
         let content = Content {
@@ -80,13 +89,24 @@ impl Content {
         Pin(self)
     }
 
+    /// Like `pin`, for as long as the returned value lives.
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        self.pins.fetch_add(1, Ordering::SeqCst);
+        Hold(self.clone())
+    }
+
+    /// Every byte is local from now on (written around the core, e.g. by the kernel).
+    pub fn mark_all_present(&self) {
+        self.present.lock().insert(0..u64::MAX);
+    }
+
     /// Bytes the file takes on disk now.
     pub fn disk_bytes(&self) -> u64 {
         self.charged.load(Ordering::Relaxed)
     }
 
     /// Brings the file's charge in `usage` in line with its blocks on disk.
-    fn recount(&self) {
+    pub fn recount(&self) {
         let now = self.file.metadata().map_or(0, |m| m.blocks() * 512);
         let old = self.charged.swap(now, Ordering::Relaxed);
         self.usage.recharge(old, now);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use content::{Content, RemoteSource};
+pub use content::{Content, Hold, RemoteSource};
 pub use fetcher::Fetcher;
 pub use ranges::RangeSet;
 pub use usage::Usage;
@@ -75,7 +75,11 @@ impl Cache {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        file.set_len(len)?;
+        // Never "truncate" a new file to 0: ext4 then writes it out at every close
+        // (its replace-via-truncate safeguard), which stalls close(2) of big files.
+        if len > 0 {
+            file.set_len(len)?;
+        }
         Ok(Arc::new(Content::new(
             path,
             file,

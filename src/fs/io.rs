@@ -5,8 +5,15 @@ use std::time::SystemTime;
 
 use crate::cache::{Content, RangeSet, RemoteSource};
 
+use super::direct::{Attach, KernelFile};
 use super::tree::{Attr, NodeKind, Tree};
 use super::{Fs, FsError, FsResult};
+
+/// An open handle, with the kernel's part when its I/O goes straight to the cache file.
+pub struct Opened {
+    pub fh: u64,
+    pub direct: Option<KernelFile>,
+}
 
 /// Attribute changes asked by setattr; `None` leaves a field alone.
 #[derive(Debug, Clone, Copy, Default)]
@@ -22,6 +29,17 @@ pub struct SetAttr {
 impl Fs {
     /// Opens a file; `truncate` empties it first (O_TRUNC).
     pub fn open(self: &Arc<Self>, ino: u64, writable: bool, truncate: bool) -> FsResult<u64> {
+        Ok(self.open_with(ino, writable, truncate, None)?.fh)
+    }
+
+    /// Opens a file; with `attach`, its I/O goes straight to the cache file when it can.
+    pub fn open_with(
+        self: &Arc<Self>,
+        ino: u64,
+        writable: bool,
+        truncate: bool,
+        attach: Option<Attach>,
+    ) -> FsResult<Opened> {
         self.revalidate_at_open(ino)?;
         {
             let mut tree = self.tree.lock();
@@ -35,21 +53,47 @@ impl Fs {
             }
         }
         if truncate && writable {
-            self.setattr(
+            let emptied = self.setattr(
                 ino,
                 SetAttr {
                     size: Some(0),
                     ..SetAttr::default()
                 },
-            )?;
+            );
+            if let Err(err) = emptied {
+                self.forget_open(ino, writable);
+                return Err(err);
+            }
         }
-        Ok(self.new_handle(ino, writable))
+        let direct = attach.and_then(|attach| {
+            let mut tree = self.tree.lock();
+            // Every other handle is an ordinary one unless the file already has direct ones.
+            let others = tree
+                .get(ino)
+                .map_or(0, |i| i.open_handles.saturating_sub(1));
+            self.try_direct(&mut tree, ino, writable, others, attach)
+        });
+        let fh = self.new_handle(ino, writable, direct.is_some());
+        Ok(Opened { fh, direct })
+    }
+
+    /// Undoes the counting of an open that failed.
+    fn forget_open(&self, ino: u64, writable: bool) {
+        let mut tree = self.tree.lock();
+        if let Some(inode) = tree.get_mut(ino) {
+            inode.open_handles = inode.open_handles.saturating_sub(1);
+            if writable {
+                inode.open_writers = inode.open_writers.saturating_sub(1);
+            }
+        }
+        tree.forget_if_unused(ino);
     }
 
     /// close(2) waits for this (release comes later, asynchronously): the record of a
     /// changed file is made durable here, so a crash right after close loses nothing.
     pub fn flush(&self, ino: u64) {
         let mut tree = self.tree.lock();
+        self.notice_direct_writes(&mut tree, ino);
         if tree.dirty.contains_key(&ino) {
             self.persist(&mut tree, ino);
         }
@@ -60,6 +104,9 @@ impl Fs {
             return;
         };
         let mut tree = self.tree.lock();
+        if handle.direct {
+            self.direct_released(&mut tree, handle.ino, handle.writable);
+        }
         if let Some(inode) = tree.get_mut(handle.ino) {
             inode.open_handles = inode.open_handles.saturating_sub(1);
             if handle.writable {
@@ -162,6 +209,8 @@ impl Fs {
     }
 
     pub fn setattr(&self, ino: u64, change: SetAttr) -> FsResult<Attr> {
+        // Direct writes so far come first: a later mtime or size given here wins.
+        self.notice_direct_writes(&mut self.tree.lock(), ino);
         let content = match change.size {
             Some(_) => Some(self.content(&mut self.tree.lock(), ino)?.0),
             None => None,
@@ -218,6 +267,7 @@ impl Fs {
             content.file().sync_data()?;
         }
         let mut tree = self.tree.lock();
+        self.notice_direct_writes(&mut tree, ino);
         if tree.dirty.contains_key(&ino) {
             tree.urgent.insert(ino);
             self.persist(&mut tree, ino);

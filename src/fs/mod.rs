@@ -2,6 +2,7 @@
 //! It knows no FUSE types; `fuse.rs` translates.
 
 mod conflict;
+mod direct;
 mod error;
 mod evict;
 mod io;
@@ -30,8 +31,9 @@ use crate::state::StateDb;
 use crate::store::{ObjectStore, StoreError};
 
 pub use conflict::{conflict_name, KernelCache, KernelChange};
+pub use direct::{Attach, DirectUse, KernelFile};
 pub use error::{FsError, FsResult};
-pub use io::SetAttr;
+pub use io::{Opened, SetAttr};
 pub use namespace::{Caller, DirEntry, RenameMode};
 pub use persist::cache_files_in_use;
 pub use progress::{Pending, SyncMark};
@@ -73,6 +75,8 @@ pub enum ConditionalWrites {
 struct OpenHandle {
     ino: u64,
     writable: bool,
+    /// The kernel sends this handle's I/O straight to the cache file.
+    direct: bool,
 }
 
 pub struct Fs {
@@ -95,6 +99,8 @@ pub struct Fs {
     /// Where to send kernel cache invalidations (set once the FUSE session exists).
     kernel: OnceLock<Arc<dyn KernelCache>>,
     conditional_writes: AtomicU8,
+    /// Whether handles can be direct (FUSE passthrough), and how many were.
+    pub direct_use: DirectUse,
     /// Keys already logged as impossible to show.
     skipped_logged: Mutex<std::collections::HashSet<String>>,
 }
@@ -136,6 +142,7 @@ impl Fs {
             conflicts: AtomicU64::new(0),
             kernel: OnceLock::new(),
             conditional_writes: AtomicU8::new(ConditionalWrites::Unknown as u8),
+            direct_use: DirectUse::default(),
             skipped_logged: Mutex::new(Default::default()),
         });
         {
@@ -208,16 +215,21 @@ impl Fs {
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        self.tree
-            .lock()
-            .get(ino)
-            .map(|i| i.attr)
-            .ok_or(FsError::NotFound)
+        let mut tree = self.tree.lock();
+        self.notice_direct_writes(&mut tree, ino);
+        tree.get(ino).map(|i| i.attr).ok_or(FsError::NotFound)
     }
 
-    fn new_handle(&self, ino: u64, writable: bool) -> u64 {
+    fn new_handle(&self, ino: u64, writable: bool, direct: bool) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(fh, OpenHandle { ino, writable });
+        self.handles.lock().insert(
+            fh,
+            OpenHandle {
+                ino,
+                writable,
+                direct,
+            },
+        );
         fh
     }
 

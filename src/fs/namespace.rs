@@ -5,6 +5,8 @@ use std::time::SystemTime;
 
 use crate::cache::RangeSet;
 
+use super::direct::Attach;
+use super::io::Opened;
 use super::tree::{Attr, NodeKind, Tree};
 use super::{check_name, Fs, FsError, FsResult};
 
@@ -51,8 +53,9 @@ impl Fs {
         // Offline, a name the namespace does not hold reads as absent, so that files
         // can still be created; the bucket's entries merge in once it can be listed.
         self.listed_or_offline(parent)?;
-        let tree = self.tree.lock();
+        let mut tree = self.tree.lock();
         let ino = tree.child(parent, name).ok_or(FsError::NotFound)?;
+        self.notice_direct_writes(&mut tree, ino);
         Ok(tree.get(ino).ok_or(FsError::NotFound)?.attr)
     }
 
@@ -68,7 +71,8 @@ impl Fs {
     /// All entries of a directory with their attributes (READDIRPLUS), `.` and `..` first.
     pub fn readdir_plus(self: &Arc<Self>, ino: u64) -> FsResult<Vec<(DirEntry, Attr)>> {
         self.listed_or_offline(ino)?;
-        let tree = self.tree.lock();
+        let mut tree = self.tree.lock();
+        self.notice_all_direct_writes(&mut tree);
         let dir = tree.get(ino).ok_or(FsError::NotFound)?;
         let children = dir.children.as_ref().ok_or(FsError::NotDir)?;
         let parent_attr = tree.get(dir.parent).map_or(dir.attr, |p| p.attr);
@@ -110,19 +114,35 @@ impl Fs {
         mode: u32,
         caller: Caller,
     ) -> FsResult<(Attr, u64)> {
+        let (attr, opened) = self.create_with(parent, name, mode, caller, None)?;
+        Ok((attr, opened.fh))
+    }
+
+    /// `create`; with `attach`, the handle's I/O goes straight to the cache file.
+    pub fn create_with(
+        self: &Arc<Self>,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+        attach: Option<Attach>,
+    ) -> FsResult<(Attr, Opened)> {
         let content = self.cache.create(0, RangeSet::full())?;
         let ino = self.add_node(parent, name, NodeKind::File, mode, caller, |inode| {
             inode.content = Some(content);
             inode.data_version = 1;
         })?;
-        let attr = {
+        let (attr, direct) = {
             let mut tree = self.tree.lock();
             let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
             inode.open_handles += 1;
             inode.open_writers += 1;
-            inode.attr
+            let attr = inode.attr;
+            let direct = attach.and_then(|a| self.try_direct(&mut tree, ino, true, 0, a));
+            (attr, direct)
         };
-        Ok((attr, self.new_handle(ino, true)))
+        let fh = self.new_handle(ino, true, direct.is_some());
+        Ok((attr, Opened { fh, direct }))
     }
 
     pub fn mkdir(

@@ -100,6 +100,7 @@ impl Fs {
     pub fn plan(&self, debounce: Duration, everything: bool, busy: &dyn Busy) -> Vec<Job> {
         let now = Instant::now();
         let mut tree = self.tree.lock();
+        self.notice_all_direct_writes(&mut tree);
         let mut jobs = Vec::new();
         let dirty: Vec<(u64, Instant)> = tree.dirty.iter().map(|(&i, &t)| (i, t)).collect();
         for (ino, changed) in dirty {

@@ -63,6 +63,8 @@ pub struct Inode {
     pub unlinked: bool,
     /// When the bucket last confirmed `stored` (a listing or a HEAD).
     pub checked: Option<Instant>,
+    /// Handles whose I/O goes straight to the cache file, if any are open.
+    pub direct: Option<super::direct::DirectOpen>,
 }
 
 impl Inode {
@@ -83,6 +85,7 @@ impl Inode {
             open_writers: 0,
             unlinked: false,
             checked: None,
+            direct: None,
         }
     }
 
@@ -129,6 +132,8 @@ pub struct Tree {
     /// Keys an upload cut short by a crash may have written: what the bucket holds
     /// there may be our own data, so it is not taken as someone else's change.
     pub uncertain: HashSet<String>,
+    /// Inodes open for direct writing: their changes are noticed by looking.
+    pub direct_writing: BTreeSet<u64>,
 }
 
 impl Tree {
@@ -149,6 +154,7 @@ impl Tree {
             touched: HashMap::new(),
             busy: HashMap::new(),
             uncertain: HashSet::new(),
+            direct_writing: BTreeSet::new(),
         }
     }
 

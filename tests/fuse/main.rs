@@ -10,6 +10,7 @@ mod files;
 mod integrity;
 mod linux;
 mod outage;
+mod passthrough;
 mod reconcile;
 mod remote;
 mod support;

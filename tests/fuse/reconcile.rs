@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::support::{s3syncfs, sync, wait_until, Env, Mount, BUCKET};
+use crate::support::{status, sync, wait_until, Env, BUCKET};
 
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -13,11 +13,6 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn status(env: &Env, mnt: &Mount) -> serde_json::Value {
-    let out = s3syncfs(env, &["status", mnt.path.to_str().unwrap(), "--json"]);
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The one conflict copy of `stem.ext` in the bucket, if any.

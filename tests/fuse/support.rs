@@ -339,6 +339,17 @@ pub fn s3syncfs(env: &Env, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `s3syncfs status --json` of a mount.
+pub fn status(env: &Env, mnt: &Mount) -> serde_json::Value {
+    let out = s3syncfs(env, &["status", mnt.path.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `s3syncfs sync` on a mount; fails the test if it does not finish.
 pub fn sync(env: &Env, mnt: &Mount) {
     let out = s3syncfs(
