@@ -58,6 +58,16 @@ const STARTUP_CHECK: Duration = Duration::from_secs(8);
 /// State key naming the bucket this cache dir was last mounted with (offline start).
 const MOUNTED_BEFORE: &str = "mounted_bucket";
 
+/// Transfers run below the priority of the threads answering the kernel, so a busy
+/// uploader does not slow the application's own file operations on a small machine.
+fn background_priority() {
+    // SAFETY: gettid and setpriority on the calling thread only.
+    unsafe {
+        let tid = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 5);
+    }
+}
+
 /// Splits `BUCKET[:PREFIX]`.
 pub fn parse_source(source: &str) -> anyhow::Result<(String, KeyPrefix)> {
     let (bucket, prefix) = source.split_once(':').unwrap_or((source, ""));
@@ -172,6 +182,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("s3syncfs-io")
+            .on_thread_start(background_priority)
             .build()
             .context("cannot start the async runtime")?;
         let aws = crate::store::s3::is_aws_endpoint(&options.endpoint);

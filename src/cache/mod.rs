@@ -4,13 +4,14 @@
 mod content;
 mod fetcher;
 pub mod ranges;
+mod spares;
 mod usage;
 
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 pub use content::{Content, Hold, RemoteSource};
@@ -20,8 +21,8 @@ pub use usage::Usage;
 
 pub struct Cache {
     data_dir: PathBuf,
-    next_id: AtomicU64,
     usage: Arc<Usage>,
+    spares: spares::Spares,
 }
 
 impl Cache {
@@ -41,9 +42,10 @@ impl Cache {
                 fs::remove_file(entry.path())?;
             }
         }
+        let next_id = Arc::new(AtomicU64::new(highest + 1));
         Ok(Cache {
+            spares: spares::Spares::start(&data_dir, next_id),
             data_dir,
-            next_id: AtomicU64::new(highest + 1),
             usage: Arc::new(Usage::new(limit)),
         })
     }
@@ -68,13 +70,7 @@ impl Cache {
 
     /// A new, empty content file; `present` says which ranges count as valid.
     pub fn create(&self, len: u64, present: RangeSet) -> io::Result<Arc<Content>> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let path = self.data_dir.join(format!("{id:016x}"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let (path, file) = self.spares.take()?;
         // Never "truncate" a new file to 0: ext4 then writes it out at every close
         // (its replace-via-truncate safeguard), which stalls close(2) of big files.
         if len > 0 {

@@ -196,7 +196,7 @@ impl Fs {
             }),
         );
         if !own_meta {
-            tree.dirty.remove(&ino);
+            tree.clear_dirty(ino);
             tree.urgent.remove(&ino);
         }
         self.persist(tree, ino);

@@ -99,7 +99,7 @@ impl Fs {
             return false;
         };
         !inode.unlinked
-            && !tree.dirty.contains_key(&ino)
+            && !tree.dirty().contains_key(&ino)
             && tree.stored_keys.get(&stored.key) == Some(&ino)
             && !tree.pending_deletes.contains_key(&stored.key)
             && self.current_key(tree, ino).as_deref() == Some(stored.key.as_str())

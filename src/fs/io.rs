@@ -94,7 +94,7 @@ impl Fs {
     pub fn flush(&self, ino: u64) {
         let mut tree = self.tree.lock();
         self.notice_direct_writes(&mut tree, ino);
-        if tree.dirty.contains_key(&ino) {
+        if tree.dirty().contains_key(&ino) {
             self.persist(&mut tree, ino);
         }
     }
@@ -115,7 +115,7 @@ impl Fs {
         }
         // The debounce counts from the close of a changed file, and the close is
         // the durability point: the record of a closed file survives a crash.
-        if tree.dirty.contains_key(&handle.ino) {
+        if tree.dirty().contains_key(&handle.ino) {
             tree.mark_dirty(handle.ino);
             self.persist(&mut tree, handle.ino);
         }
@@ -268,7 +268,7 @@ impl Fs {
         }
         let mut tree = self.tree.lock();
         self.notice_direct_writes(&mut tree, ino);
-        if tree.dirty.contains_key(&ino) {
+        if tree.dirty().contains_key(&ino) {
             tree.urgent.insert(ino);
             self.persist(&mut tree, ino);
         }
@@ -290,7 +290,7 @@ impl Fs {
     /// with EIO once the bound passes (the upload itself goes on in the background).
     fn wait_uploaded(&self, ino: u64) -> FsResult<()> {
         let deadline = std::time::Instant::now() + self.config.request_timeout * 4;
-        while self.tree.lock().dirty.contains_key(&ino) {
+        while self.tree.lock().dirty().contains_key(&ino) {
             if std::time::Instant::now() >= deadline {
                 tracing::warn!(ino, "fsync: the upload did not finish in time");
                 return Err(FsError::Io(

@@ -207,7 +207,11 @@ impl Fs {
         inode.meta_known = true;
         init(inode);
         tree.mark_dirty(ino);
-        self.persist(&mut tree, ino);
+        // A new file is recorded at its first close (flush), like its data: a crash
+        // before that loses only what an unclosed file may lose anyway.
+        if kind != NodeKind::File {
+            self.persist(&mut tree, ino);
+        }
         touch_dir(&mut tree, parent, now);
         drop(tree);
         self.wake.notify_one();
@@ -287,7 +291,7 @@ impl Fs {
         if let Some(stored) = tree.get(ino).and_then(|i| i.stored.clone()) {
             tree.queue_delete(stored.key, Some(stored.etag));
         }
-        tree.dirty.remove(&ino);
+        tree.clear_dirty(ino);
         self.persist(tree, ino); // no longer dirty: its record goes
         tree.detach(ino);
         if let Some(inode) = tree.get_mut(ino) {

@@ -41,7 +41,7 @@ impl Fs {
             return;
         }
         let path = tree.path(ino).map(|p| p.join("/"));
-        let wanted = path.filter(|_| tree.dirty.contains_key(&ino));
+        let wanted = path.filter(|_| tree.dirty().contains_key(&ino));
         let old = tree.persisted.get(&ino).map(|r| r.path.clone());
         if let Some(old) = old.filter(|o| wanted.as_ref() != Some(o)) {
             tracing::debug!(path = %old, "record removed");

@@ -95,44 +95,53 @@ pub trait Busy {
 }
 
 impl Fs {
-    /// Jobs that can start now. With `everything`, changed files are taken without
-    /// waiting for the debounce or for writers to close (unmount, sync).
-    pub fn plan(&self, debounce: Duration, everything: bool, busy: &dyn Busy) -> Vec<Job> {
+    /// Up to `limit` jobs that can start now. With `everything`, changed files are
+    /// taken without waiting for the debounce or for writers to close (unmount, sync).
+    /// Planning stops at `limit`: with thousands of files waiting it runs after every
+    /// finished upload, and a full plan each time made it quadratic.
+    pub fn plan(
+        &self,
+        debounce: Duration,
+        everything: bool,
+        busy: &dyn Busy,
+        limit: usize,
+    ) -> Vec<Job> {
         let now = Instant::now();
         let mut tree = self.tree.lock();
         self.notice_all_direct_writes(&mut tree);
         let mut jobs = Vec::new();
-        let dirty: Vec<(u64, Instant)> = tree.dirty.iter().map(|(&i, &t)| (i, t)).collect();
-        for (ino, changed) in dirty {
-            let Some(inode) = tree.get(ino) else {
-                tree.dirty.remove(&ino);
-                continue;
-            };
-            let urgent = everything || tree.urgent.contains(&ino);
-            let settled = inode.open_writers == 0 && now.duration_since(changed) >= debounce;
-            if !urgent && !settled {
-                continue;
+        let mut consider = |tree: &mut Tree, ino: u64, changed: Instant| {
+            self.plan_file(
+                tree, ino, changed, now, debounce, everything, busy, &mut jobs,
+            );
+            jobs.len() < limit
+        };
+        // Only what may be ready: urgent entries, then those unchanged for the debounce
+        // (everything, for sync and unmount), oldest first, read in chunks because
+        // planning changes the tree.
+        let urgent: Vec<(u64, Instant)> = tree
+            .urgent
+            .iter()
+            .filter_map(|&i| Some((i, *tree.dirty().get(&i)?)))
+            .collect();
+        for (ino, changed) in urgent {
+            if !consider(&mut tree, ino, changed) {
+                return jobs;
             }
-            let Some(key) = self.current_key(&tree, ino) else {
-                tree.dirty.remove(&ino);
-                continue;
-            };
-            if inode.in_sync_at(&key) {
-                tree.dirty.remove(&ino);
-                tree.urgent.remove(&ino);
-                continue;
-            }
-            // Never overwrite an object another inode still has to read from.
-            if let Some(holder) = self.source_holder(&tree, &key, ino) {
-                let id = JobId::Inode(holder);
-                if !busy.is_busy(&id, &key) {
-                    jobs.push(self.materialize_job(&tree, holder, &key));
-                }
-                continue;
-            }
-            if let Some(job) = self.upload_job(&tree, ino, key) {
-                if job.keys().iter().all(|k| !busy.is_busy(&job.id, k)) {
-                    jobs.push(job);
+        }
+        let settled_before = if everything {
+            now
+        } else {
+            now.checked_sub(debounce).unwrap_or(now)
+        };
+        let mut after = None;
+        loop {
+            let chunk = tree.dirty_chunk(after, settled_before, 64);
+            let Some(&last) = chunk.last() else { break };
+            after = Some(last);
+            for (changed, ino) in chunk {
+                if !tree.urgent.contains(&ino) && !consider(&mut tree, ino, changed) {
+                    return jobs;
                 }
             }
         }
@@ -142,6 +151,9 @@ impl Fs {
             .map(|(k, e)| (k.clone(), e.clone()))
             .collect();
         for (key, etag) in deletes {
+            if jobs.len() >= limit {
+                break;
+            }
             if let Some(owner) = self.key_owner(&tree, &key) {
                 // Something is at that name again: its own upload replaces the object
                 // (and `finish` drops the delete then). If it is removed before that,
@@ -169,6 +181,53 @@ impl Fs {
             }
         }
         jobs
+    }
+
+    /// Plans the upload of one changed file if it is ready (or the copy that must come
+    /// first), dropping it from the dirty set when the bucket already holds it.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_file(
+        &self,
+        tree: &mut Tree,
+        ino: u64,
+        changed: Instant,
+        now: Instant,
+        debounce: Duration,
+        everything: bool,
+        busy: &dyn Busy,
+        jobs: &mut Vec<Job>,
+    ) {
+        let Some(inode) = tree.get(ino) else {
+            tree.clear_dirty(ino);
+            return;
+        };
+        let urgent = everything || tree.urgent.contains(&ino);
+        let settled = inode.open_writers == 0 && now.duration_since(changed) >= debounce;
+        if !urgent && !settled {
+            return;
+        }
+        let Some(key) = self.current_key(tree, ino) else {
+            tree.clear_dirty(ino);
+            return;
+        };
+        if inode.in_sync_at(&key) {
+            tree.clear_dirty(ino);
+            tree.urgent.remove(&ino);
+            return;
+        }
+        // Never overwrite an object another inode still has to read from.
+        if let Some(holder) = self.source_holder(tree, &key, ino) {
+            let id = JobId::Inode(holder);
+            if !busy.is_busy(&id, &key) {
+                jobs.push(self.materialize_job(tree, holder, &key));
+            }
+            return;
+        }
+        if let Some(job) = self.upload_job(tree, ino, key) {
+            if job.keys().iter().all(|k| !busy.is_busy(&job.id, k)) {
+                jobs.push(job);
+            }
+        }
     }
 
     /// Records, before a job writes to the bucket, which key it writes.
@@ -290,7 +349,7 @@ impl Fs {
             self.owe_delete(tree, old.key, Some(old.etag));
         }
         if current.is_some_and(|k| tree.get(ino).is_some_and(|i| i.in_sync_at(&k))) {
-            tree.dirty.remove(&ino);
+            tree.clear_dirty(ino);
             tree.urgent.remove(&ino);
         }
         self.persist(tree, ino);

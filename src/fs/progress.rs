@@ -42,8 +42,8 @@ impl Fs {
     pub fn pending(&self) -> Pending {
         let tree = self.tree.lock();
         Pending {
-            files: tree.dirty.len(),
-            bytes: tree.dirty.keys().map(|&ino| file_bytes(&tree, ino)).sum(),
+            files: tree.dirty().len(),
+            bytes: tree.dirty().keys().map(|&ino| file_bytes(&tree, ino)).sum(),
             deletes: tree.pending_deletes.len(),
         }
     }
@@ -62,7 +62,7 @@ impl Fs {
         let tree = self.tree.lock();
         SyncMark {
             inodes: tree
-                .dirty
+                .dirty()
                 .keys()
                 .filter_map(|&ino| {
                     let inode = tree.get(ino)?;
@@ -85,7 +85,7 @@ impl Fs {
                 .stored
                 .as_ref()
                 .is_some_and(|s| s.data_version >= data_version && s.meta_version >= meta_version);
-            if tree.dirty.contains_key(&ino) && !uploaded && !inode.unlinked {
+            if tree.dirty().contains_key(&ino) && !uploaded && !inode.unlinked {
                 left.files += 1;
                 left.bytes += size;
             }

@@ -86,7 +86,7 @@ impl Fs {
             if self.current_key(tree, ino).as_deref() != Some(key.as_str()) {
                 continue;
             }
-            let dirty = tree.dirty.contains_key(&ino);
+            let dirty = tree.dirty().contains_key(&ino);
             let base_etag = inode
                 .stored
                 .as_ref()
@@ -205,7 +205,7 @@ impl Fs {
         let mut changes = Vec::new();
         for (_, ino, prefix) in dirs {
             let gone = !present.contains(prefix.as_str())
-                && !tree.dirty.contains_key(&ino)
+                && !tree.dirty().contains_key(&ino)
                 && !tree.own_work_on(&prefix, epoch)
                 && tree
                     .pending_deletes
@@ -237,7 +237,7 @@ impl Fs {
             let fresh = inode.meta_known && inode.checked.is_some_and(|t| t.elapsed() < ttl);
             if fresh
                 || inode.attr.kind == NodeKind::Dir
-                || tree.dirty.contains_key(&ino)
+                || tree.dirty().contains_key(&ino)
                 || tree.own_work_on(&stored.key, tree.epoch)
                 || self.current_key(&tree, ino).as_deref() != Some(stored.key.as_str())
             {
@@ -252,7 +252,7 @@ impl Fs {
             let Some(inode) = tree.get(ino) else {
                 return Err(FsError::NotFound);
             };
-            let still_same = !tree.dirty.contains_key(&ino)
+            let still_same = !tree.dirty().contains_key(&ino)
                 && !tree.own_work_on(&key, epoch)
                 && inode.stored.as_ref().is_some_and(|s| s.key == key);
             if !still_same {
@@ -301,7 +301,7 @@ impl Fs {
     /// Attributes from a HEAD of the version this clean inode holds.
     fn apply_head_attrs(&self, ino: u64, info: &ObjectInfo) {
         let mut tree = self.tree.lock();
-        if tree.dirty.contains_key(&ino) {
+        if tree.dirty().contains_key(&ino) {
             return;
         }
         let Some(inode) = tree.get_mut(ino) else {

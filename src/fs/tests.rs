@@ -406,7 +406,8 @@ fn replacing_then_removing_a_file_deletes_the_replaced_object() {
         .unwrap();
     // The uploader may plan in between: the delete owed at "target" must survive it.
     let busy = NothingBusy;
-    let _ = h.fs.plan(Duration::from_secs(3600), false, &busy);
+    let _ =
+        h.fs.plan(Duration::from_secs(3600), false, &busy, usize::MAX);
     h.fs.unlink(ROOT, "target").unwrap();
     h.flush();
     assert!(h.store.keys().is_empty(), "left: {:?}", h.store.keys());

@@ -108,7 +108,9 @@ pub struct Tree {
     pub inodes: HashMap<u64, Inode>,
     next_ino: u64,
     /// Inodes whose bucket object must be written, with the time of the last change.
-    pub dirty: BTreeMap<u64, Instant>,
+    dirty: BTreeMap<u64, Instant>,
+    /// The same entries, oldest change first: the planner reads only what has settled.
+    dirty_by_time: BTreeSet<(Instant, u64)>,
     /// Inodes whose upload was asked to happen now (fsync), skipping the debounce.
     pub urgent: BTreeSet<u64>,
     /// Keys to delete once nothing in the namespace or in flight needs them, with the
@@ -144,6 +146,7 @@ impl Tree {
             inodes: HashMap::from([(ROOT, root)]),
             next_ino: ROOT + 1,
             dirty: BTreeMap::new(),
+            dirty_by_time: BTreeSet::new(),
             urgent: BTreeSet::new(),
             pending_deletes: BTreeMap::new(),
             stored_keys: HashMap::new(),
@@ -306,7 +309,40 @@ impl Tree {
     }
 
     pub fn mark_dirty(&mut self, ino: u64) {
-        self.dirty.insert(ino, Instant::now());
+        let now = Instant::now();
+        if let Some(old) = self.dirty.insert(ino, now) {
+            self.dirty_by_time.remove(&(old, ino));
+        }
+        self.dirty_by_time.insert((now, ino));
+    }
+
+    /// The bucket holds `ino` as it is (or it needs no object any more).
+    pub fn clear_dirty(&mut self, ino: u64) {
+        if let Some(old) = self.dirty.remove(&ino) {
+            self.dirty_by_time.remove(&(old, ino));
+        }
+    }
+
+    /// Inodes with changes for the bucket, and when each last changed.
+    pub fn dirty(&self) -> &BTreeMap<u64, Instant> {
+        &self.dirty
+    }
+
+    /// Up to `n` changed inodes whose last change is after `after` and not later than
+    /// `settled_before`, oldest first, as (time of change, inode).
+    pub fn dirty_chunk(
+        &self,
+        after: Option<(Instant, u64)>,
+        settled_before: Instant,
+        n: usize,
+    ) -> Vec<(Instant, u64)> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let start = after.map_or(Unbounded, Excluded);
+        self.dirty_by_time
+            .range((start, Included((settled_before, u64::MAX))))
+            .take(n)
+            .copied()
+            .collect()
     }
 
     /// Drops an unlinked inode once no handle holds it.
@@ -321,7 +357,7 @@ impl Tree {
                 content.remove();
             }
             self.inodes.remove(&ino);
-            self.dirty.remove(&ino);
+            self.clear_dirty(ino);
             self.urgent.remove(&ino);
         }
     }

@@ -164,7 +164,7 @@ impl Fs {
             items.push(Item {
                 ino: node,
                 path: path.join("/"),
-                dirty: tree.dirty.contains_key(&node) || !in_sync,
+                dirty: tree.dirty().contains_key(&node) || !in_sync,
                 size: inode.attr.size,
                 etag: inode
                     .stored

@@ -168,9 +168,7 @@ impl Uploader {
         }
         for job in self
             .fs
-            .plan(self.config.debounce, everything, tracker)
-            .into_iter()
-            .take(free)
+            .plan(self.config.debounce, everything, tracker, free)
         {
             if tracker.ids.contains(&job.id) {
                 continue; // planned twice in one round (a materialize and its writer)
