@@ -68,11 +68,16 @@ fn mount_command(args: MountArgs, argv: &[String]) -> ExitCode {
     }
     s3syncfs::logging::init(&args.log_level, args.daemon_child);
     // Many FUSE and I/O threads each get a malloc arena by default; a few suffice and
-    // keep the resident memory of a long-running daemon small.
+    // keep the resident memory of a long-running daemon small. A fixed mmap threshold
+    // keeps big buffers (FUSE request buffers, upload parts, fetched ranges) out of the
+    // arenas: glibc would otherwise raise it after the first free and keep every part
+    // buffer resident for good.
     // SAFETY: mallopt only tunes the allocator, before any thread starts.
     #[cfg(target_env = "gnu")]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
     }
     let options = match args.options() {
         Ok(o) => o,

@@ -9,8 +9,9 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::fetcher::Fetcher;
 use super::ranges::RangeSet;
@@ -35,7 +36,10 @@ pub struct Content {
     /// a local write that landed while the fetch was in flight.
     present: Mutex<RangeSet>,
     /// One fetch at a time per file: concurrent readers of one range wait, not refetch.
-    fetching: Mutex<()>,
+    fetching: Mutex<bool>,
+    /// Signalled as fetched pieces land and when a fetch ends: a reader waiting behind
+    /// a fetch goes on as soon as its own bytes are in, not when the whole window is.
+    arrived: Condvar,
     /// End of the last read and the current readahead window (sequential detection).
     readahead: Mutex<(u64, u64)>,
     usage: Arc<Usage>,
@@ -56,6 +60,16 @@ impl Drop for Pin<'_> {
     }
 }
 
+/// This file's fetch turn, given back (and waiters woken) when dropped.
+struct FetchTurn<'a>(&'a Content);
+
+impl Drop for FetchTurn<'_> {
+    fn drop(&mut self) {
+        *self.0.fetching.lock() = false;
+        self.0.arrived.notify_all();
+    }
+}
+
 /// A pin that owns its file: a direct handle holds one for as long as it is open.
 pub struct Hold(Arc<Content>);
 
@@ -71,7 +85,8 @@ impl Content {
             path,
             file,
             present: Mutex::new(present),
-            fetching: Mutex::new(()),
+            fetching: Mutex::new(false),
+            arrived: Condvar::new(),
             readahead: Mutex::new((u64::MAX, BLOCK)),
             usage,
             charged: AtomicU64::new(0),
@@ -238,7 +253,18 @@ impl Content {
             return Ok(());
         };
         let _pinned = self.pin();
-        let _one_fetch = self.fetching.lock();
+        {
+            let mut busy = self.fetching.lock();
+            while *busy {
+                if self.present.lock().contains(needed.clone()) {
+                    return Ok(());
+                }
+                // A bounded wait: a piece may land between the check and the wait.
+                self.arrived.wait_for(&mut busy, Duration::from_millis(20));
+            }
+            *busy = true;
+        }
+        let _one_fetch = FetchTurn(self);
         let limit = source.size;
         let clamp = |r: Range<u64>| r.start.min(limit)..r.end.min(limit);
         let gaps: Vec<Range<u64>> = self
@@ -251,12 +277,15 @@ impl Content {
         if gaps.is_empty() {
             return Ok(());
         }
-        fetcher.fetch(&source.key, &gaps, |range, bytes| {
+        let fetched = fetcher.fetch(&source.key, &gaps, |range, bytes| {
             self.store_fetched(range, bytes)
-        })
+        });
+        self.recount();
+        fetched
     }
 
     /// Writes fetched bytes, skipping any part a local write made present meanwhile.
+    /// (The disk use is recounted once the whole fetch is done.)
     fn store_fetched(&self, range: Range<u64>, bytes: &[u8]) -> io::Result<()> {
         let mut present = self.present.lock();
         for gap in present.missing(range.clone()) {
@@ -268,7 +297,7 @@ impl Content {
         }
         present.insert(range);
         drop(present);
-        self.recount();
+        self.arrived.notify_all();
         Ok(())
     }
 

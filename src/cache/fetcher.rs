@@ -5,14 +5,14 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::runtime::Handle;
-use tokio::task::JoinSet;
 
-use crate::store::ObjectStore;
+use crate::store::{ObjectStore, PieceSink};
 
 /// One ranged GET asks for at most this much.
 const CHUNK: u64 = 4 << 20;
-/// Ranged GETs in flight for one fetch; bounds memory to CHUNK * this.
+/// Ranged GETs in flight for one fetch (bodies are written as they arrive).
 const PARALLEL: usize = 8;
 
 #[derive(Clone)]
@@ -31,41 +31,41 @@ impl Fetcher {
         }
     }
 
-    /// Fetches `ranges` of `key` and hands each chunk to `sink`, in any order.
-    /// Blocks the calling (non-async) thread; fails with EIO after the timeout.
+    /// Fetches `ranges` of `key` and hands each piece to `sink` as it arrives, in any
+    /// order. Blocks the calling (non-async) thread; fails with EIO after the timeout.
     pub fn fetch(
         &self,
         key: &str,
         ranges: &[Range<u64>],
-        mut sink: impl FnMut(Range<u64>, &[u8]) -> io::Result<()>,
+        sink: impl Fn(Range<u64>, &[u8]) -> io::Result<()> + Send + Sync,
     ) -> io::Result<()> {
         let mut chunks = ranges.iter().flat_map(|r| split(r.clone(), CHUNK));
-        let store = self.store.clone();
         let timeout = self.timeout;
+        let sink =
+            move |offset: u64, piece: &[u8]| sink(offset..offset + piece.len() as u64, piece);
+        let sink: &PieceSink<'_> = &sink;
+        let store = &self.store;
+        // The GETs run as futures of this one call (not spawned tasks), so they can write
+        // through the borrowed sink as their bodies arrive.
         self.runtime.block_on(async move {
-            let mut in_flight = JoinSet::new();
+            let mut in_flight = FuturesUnordered::new();
             loop {
                 while in_flight.len() < PARALLEL {
                     let Some(chunk) = chunks.next() else { break };
-                    let (store, key) = (store.clone(), key.to_string());
-                    in_flight.spawn(async move {
-                        let got =
-                            tokio::time::timeout(timeout, store.get_range(&key, chunk.clone()))
-                                .await
-                                .map_err(|_| format!("GET {key} timed out after {timeout:?}"))
-                                .and_then(|r| r.map_err(|e| format!("GET {key}: {e}")));
-                        (chunk, got)
+                    in_flight.push(async move {
+                        tokio::time::timeout(timeout, store.get_range_into(key, chunk, sink))
+                            .await
+                            .map_err(|_| format!("GET {key} timed out after {timeout:?}"))
+                            .and_then(|r| r.map_err(|e| format!("GET {key}: {e}")))
                     });
                 }
-                let Some(joined) = in_flight.join_next().await else {
+                let Some(done) = in_flight.next().await else {
                     return Ok(());
                 };
-                let (chunk, got) = joined.map_err(io::Error::other)?;
-                let bytes = got.map_err(|msg| {
+                if let Err(msg) = done {
                     tracing::warn!("{msg}");
-                    io::Error::other(msg)
-                })?;
-                sink(chunk.start..chunk.start + bytes.len() as u64, &bytes)?;
+                    return Err(io::Error::other(msg));
+                }
             }
         })
     }

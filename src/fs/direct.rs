@@ -82,7 +82,13 @@ impl Stamp {
 
     /// Whether a write after this look could leave the times as they are: the file's
     /// timestamps are taken from the kernel's coarse clock, which may not have moved.
-    fn may_hide_next_write(&self) -> bool {
+    /// Not with multigrain timestamps (Linux 6.13+ on ext4, xfs, btrfs, tmpfs): a
+    /// change after a stat then always gets a finer, later ctime.
+    fn may_hide_next_write(&self, file: &File) -> bool {
+        static MULTIGRAIN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *MULTIGRAIN.get_or_init(|| multigrain_timestamps(file)) {
+            return false;
+        }
         let mut now = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
@@ -101,6 +107,35 @@ impl Stamp {
             Err(_) => SystemTime::UNIX_EPOCH,
         }
     }
+}
+
+/// Whether `file`'s file system gets multigrain timestamps from this kernel.
+fn multigrain_timestamps(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    const MULTIGRAIN_FS: [i64; 4] = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994];
+    // SAFETY: uname and fstatfs write only into the zeroed structs given.
+    let (name, fs) = unsafe {
+        let mut name: libc::utsname = std::mem::zeroed();
+        let mut fs: libc::statfs = std::mem::zeroed();
+        if libc::uname(&mut name) != 0 || libc::fstatfs(file.as_raw_fd(), &mut fs) != 0 {
+            return false;
+        }
+        (name, fs)
+    };
+    let release: String = name
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8 as char)
+        .collect();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    // f_type's width differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let fs_type = fs.f_type as i64;
+    version >= (6, 13) && MULTIGRAIN_FS.contains(&fs_type)
 }
 
 impl Fs {
@@ -162,7 +197,7 @@ impl Fs {
             handles: 1,
             writers: u32::from(writable),
             kernel: kernel.clone(),
-            unsure: seen.may_hide_next_write(),
+            unsure: seen.may_hide_next_write(content.file()),
             seen,
             _hold: content.hold(),
         });
@@ -222,7 +257,7 @@ impl Fs {
                 // Direct writers only open complete files: every byte is local now.
                 content.mark_all_present();
             }
-            direct.unsure = stamp.may_hide_next_write();
+            direct.unsure = stamp.may_hide_next_write(content.file());
             direct.seen = stamp;
         }
         if suspect {

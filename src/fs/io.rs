@@ -286,11 +286,30 @@ impl Fs {
         Ok(())
     }
 
-    /// With `fsync_remote`: waits until the bucket holds the file as it is now, or fails
-    /// with EIO once the bound passes (the upload itself goes on in the background).
+    /// With `fsync_remote`: waits until the bucket holds the file as it is now (later
+    /// changes are not waited for), or fails with EIO once the bound passes (the
+    /// upload itself goes on in the background).
     fn wait_uploaded(&self, ino: u64) -> FsResult<()> {
+        let versions = self
+            .tree
+            .lock()
+            .get(ino)
+            .map(|i| (i.data_version, i.meta_version));
+        let Some((data_version, meta_version)) = versions else {
+            return Ok(());
+        };
+        let uploaded = || {
+            let tree = self.tree.lock();
+            !tree.dirty().contains_key(&ino)
+                || tree
+                    .get(ino)
+                    .and_then(|i| i.stored.as_ref())
+                    .is_some_and(|s| {
+                        s.data_version >= data_version && s.meta_version >= meta_version
+                    })
+        };
         let deadline = std::time::Instant::now() + self.config.request_timeout * 4;
-        while self.tree.lock().dirty().contains_key(&ino) {
+        while !uploaded() {
             if std::time::Instant::now() >= deadline {
                 tracing::warn!(ino, "fsync: the upload did not finish in time");
                 return Err(FsError::Io(

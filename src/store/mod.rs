@@ -140,6 +140,9 @@ impl std::fmt::Debug for CustomerKey {
     }
 }
 
+/// Takes the pieces of a ranged read as they arrive: (offset in the object, bytes).
+pub type PieceSink<'a> = dyn for<'p> Fn(u64, &'p [u8]) -> std::io::Result<()> + Send + Sync + 'a;
+
 /// A part of a multipart upload that the store accepted.
 #[derive(Debug, Clone)]
 pub struct CompletedPart {
@@ -155,6 +158,20 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn head(&self, key: &str) -> StoreResult<ObjectInfo>;
     /// Reads `range` of an object (clamped by the store to the object's end).
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes>;
+    /// Reads `range` of an object piece by piece as it arrives, handing each piece and
+    /// its offset to `sink`; returns the bytes read. Stores that can stream spare a
+    /// copy and a buffer the size of the range.
+    async fn get_range_into(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        sink: &PieceSink<'_>,
+    ) -> StoreResult<u64> {
+        let start = range.start;
+        let body = self.get_range(key, range).await?;
+        sink(start, &body)?;
+        Ok(body.len() as u64)
+    }
     /// Reads a whole (small) object.
     async fn get(&self, key: &str) -> StoreResult<Bytes>;
     /// Stores `body` at `key` if `cond` holds; returns the new ETag.

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use super::{
     CompletedPart, Encryption, Listing, Metadata, ObjectInfo, ObjectStore, ObjectSummary,
-    StoreError, StoreResult, StoreStats, WriteCondition,
+    PieceSink, StoreError, StoreResult, StoreStats, WriteCondition,
 };
 
 /// Where the bucket is and how to talk to it.
@@ -261,6 +261,39 @@ impl ObjectStore for S3Store {
         // A Range header, never ?partNumber= (Linode ignores it and sends everything).
         let header = format!("bytes={}-{}", range.start, range.end - 1);
         self.get_object(key, Some(header)).await
+    }
+
+    async fn get_range_into(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        sink: &PieceSink<'_>,
+    ) -> StoreResult<u64> {
+        if range.is_empty() {
+            return Ok(0);
+        }
+        StoreStats::count(&self.stats.gets, 1);
+        let header = format!("bytes={}-{}", range.start, range.end - 1);
+        let out = customer_key!(self.client.get_object(), &self.encryption)
+            .bucket(&self.bucket)
+            .key(key)
+            .range(header)
+            .send()
+            .await
+            .inspect(|_| self.stats.reached(true))
+            .map_err(|e| self.failed(e, key))?;
+        let mut body = out.body;
+        let mut offset = range.start;
+        while let Some(piece) = body
+            .try_next()
+            .await
+            .map_err(|e| StoreError::Transient(format!("reading body of {key}: {e}")))?
+        {
+            sink(offset, &piece)?;
+            offset += piece.len() as u64;
+            StoreStats::count(&self.stats.bytes_fetched, piece.len() as u64);
+        }
+        Ok(offset - range.start)
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
