@@ -89,6 +89,8 @@ pub fn describe(s: &Status, now: SystemTime) -> String {
             f.error
         );
     }
+    let checked = s.remote_checked.map_or("not yet".into(), when);
+    out += &format!("remote:       changes last checked {checked}\n");
     let last = s.last_success.map_or("none since the mount".into(), when);
     out += &format!("last upload:  {last}\n");
     out += &format!(

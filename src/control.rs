@@ -55,6 +55,9 @@ pub struct Status {
     /// Handles opened with passthrough since the mount.
     #[serde(default)]
     pub direct_opens: u64,
+    /// Unix seconds of the last listing applied for other clients' changes.
+    #[serde(default)]
+    pub remote_checked: Option<u64>,
 }
 
 /// One line of the answer to `sync`: what was pending at the call, and what is left.
@@ -164,6 +167,8 @@ fn status(daemon: &Daemon) -> Status {
         cache_limit: usage.limit(),
         passthrough: fs.direct_use.mode(),
         direct_opens: fs.direct_use.opens(),
+        remote_checked: Some(fs.last_poll.load(std::sync::atomic::Ordering::Relaxed))
+            .filter(|&t| t > 0),
     }
 }
 

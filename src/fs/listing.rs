@@ -23,6 +23,11 @@ impl Fs {
                 return Err(FsError::NotDir);
             }
             if inode.listed {
+                let owed = !inode.fill_on_read.is_empty();
+                drop(tree);
+                if owed {
+                    self.fill_on_first_use(ino);
+                }
                 return Ok(());
             }
             match tree.path(ino) {

@@ -10,6 +10,7 @@ mod listing;
 mod namespace;
 mod persist;
 pub mod plan;
+mod prefill;
 mod progress;
 mod remote;
 pub mod tree;
@@ -101,6 +102,8 @@ pub struct Fs {
     conditional_writes: AtomicU8,
     /// Whether handles can be direct (FUSE passthrough), and how many were.
     pub direct_use: DirectUse,
+    /// Unix seconds when a listing of the whole prefix was last applied (0: never).
+    pub last_poll: AtomicU64,
     /// Keys already logged as impossible to show.
     skipped_logged: Mutex<std::collections::HashSet<String>>,
 }
@@ -143,6 +146,7 @@ impl Fs {
             kernel: OnceLock::new(),
             conditional_writes: AtomicU8::new(ConditionalWrites::Unknown as u8),
             direct_use: DirectUse::default(),
+            last_poll: AtomicU64::new(0),
             skipped_logged: Mutex::new(Default::default()),
         });
         {

@@ -3,6 +3,7 @@
 //! freshness.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,9 +52,11 @@ impl Fs {
                 .collect();
             let mut changes = self.apply_known(&mut tree, &objects, epoch);
             let to_fill = self.merge_new(&mut tree, &objects, epoch);
+            self.prefill_unlisted(&mut tree, &objects, epoch);
             changes.extend(self.drop_vanished_dirs(&mut tree, &objects, epoch));
             // Keys touched before this listing are described by it: no longer needed.
             tree.touched.retain(|_, at| *at > epoch);
+            self.last_poll.store(unix_now(), Ordering::Relaxed);
             (changes, to_fill)
         };
         self.tell_kernel(changes);
@@ -330,6 +333,12 @@ impl Fs {
 }
 
 /// Whether `key` is a probe object of this project's (never shown).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 pub(super) fn is_own_probe(prefix: &str, key: &str) -> bool {
     key.strip_prefix(prefix)
         .is_some_and(|rest| rest.starts_with(PROBE_NAME_START))

@@ -65,6 +65,9 @@ pub struct Inode {
     pub checked: Option<Instant>,
     /// Handles whose I/O goes straight to the cache file, if any are open.
     pub direct: Option<super::direct::DirectOpen>,
+    /// Directories filled from the poll: entries whose metadata to look up (HEAD)
+    /// on the directory's first use.
+    pub fill_on_read: Vec<(u64, String)>,
 }
 
 impl Inode {
@@ -86,6 +89,7 @@ impl Inode {
             unlinked: false,
             checked: None,
             direct: None,
+            fill_on_read: Vec::new(),
         }
     }
 

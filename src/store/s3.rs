@@ -125,16 +125,25 @@ impl S3Store {
         map_err(err, key, &self.bucket)
     }
 
-    async fn get_object(&self, key: &str, range: Option<String>) -> StoreResult<Bytes> {
+    /// Sends a GET (of `range` if given) and returns once the headers are in.
+    async fn send_get(
+        &self,
+        key: &str,
+        range: Option<String>,
+    ) -> StoreResult<aws_sdk_s3::operation::get_object::GetObjectOutput> {
         StoreStats::count(&self.stats.gets, 1);
-        let out = customer_key!(self.client.get_object(), &self.encryption)
+        customer_key!(self.client.get_object(), &self.encryption)
             .bucket(&self.bucket)
             .key(key)
             .set_range(range)
             .send()
             .await
             .inspect(|_| self.stats.reached(true))
-            .map_err(|e| self.failed(e, key))?;
+            .map_err(|e| self.failed(e, key))
+    }
+
+    async fn get_object(&self, key: &str, range: Option<String>) -> StoreResult<Bytes> {
+        let out = self.send_get(key, range).await?;
         let body = out
             .body
             .collect()
@@ -272,17 +281,8 @@ impl ObjectStore for S3Store {
         if range.is_empty() {
             return Ok(0);
         }
-        StoreStats::count(&self.stats.gets, 1);
         let header = format!("bytes={}-{}", range.start, range.end - 1);
-        let out = customer_key!(self.client.get_object(), &self.encryption)
-            .bucket(&self.bucket)
-            .key(key)
-            .range(header)
-            .send()
-            .await
-            .inspect(|_| self.stats.reached(true))
-            .map_err(|e| self.failed(e, key))?;
-        let mut body = out.body;
+        let mut body = self.send_get(key, Some(header)).await?.body;
         let mut offset = range.start;
         while let Some(piece) = body
             .try_next()

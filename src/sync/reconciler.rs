@@ -18,14 +18,19 @@ impl Reconciler {
         Reconciler { fs, interval }
     }
 
-    /// Polls until `shutdown` turns true.
+    /// Polls until `shutdown` turns true; the first poll right away, which also fills
+    /// large directories nobody has listed yet.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut failing = false;
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.interval) => {}
-                _ = shutdown.changed() => {}
+            if !first {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.interval) => {}
+                    _ = shutdown.changed() => {}
+                }
             }
+            first = false;
             if *shutdown.borrow() {
                 return;
             }

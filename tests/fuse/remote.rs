@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::support::{pattern, wait_until, Env, BUCKET};
+use crate::support::{pattern, status, wait_until, Env, BUCKET};
 
 #[test]
 fn objects_from_another_client_appear_with_their_directories() {
@@ -65,6 +65,38 @@ fn listing_a_large_directory_costs_list_requests_only() {
     assert!(
         (2..=4).contains(&lists),
         "{lists} LIST requests for 2,500 keys"
+    );
+    mnt.unmount();
+}
+
+#[test]
+fn directories_known_from_the_poll_list_without_requests() {
+    let env = Env::new();
+    for i in 0..300 {
+        env.put(&format!("big/f-{i:03}"), &vec![b'x'; i], &[]);
+    }
+    env.put("small/one", b"1", &[("mode", "33152")]); // 0600, s3fs style
+                                                      // The first poll runs at mount; none after it during the test.
+    let mnt = env.mount_with(BUCKET, &["--poll-interval", "3600"]);
+    wait_until("the first poll", || {
+        !status(&env, &mnt)["remote_checked"].is_null()
+    });
+    let before = env.stats();
+    let mut sizes = Vec::new();
+    for entry in fs::read_dir(mnt.p("big")).unwrap() {
+        sizes.push(fs::symlink_metadata(entry.unwrap().path()).unwrap().len()); // ls -l
+    }
+    sizes.sort();
+    assert_eq!(sizes, (0..300).collect::<Vec<u64>>());
+    // The metadata of a small directory is still waited for on first use.
+    let meta = fs::metadata(mnt.p("small/one")).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert_eq!(fs::read(mnt.p("small/one")).unwrap(), b"1");
+    let after = env.stats();
+    assert_eq!(
+        after.list - before.list,
+        0,
+        "a LIST for directories the poll saw"
     );
     mnt.unmount();
 }
