@@ -127,7 +127,7 @@ impl StateDb {
             ),
             None => (None, None, None),
         };
-        self.conn.lock().execute(
+        self.run(
             "INSERT OR REPLACE INTO entries VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
             params![
                 r.path,
@@ -150,16 +150,19 @@ impl StateDb {
         Ok(())
     }
 
+    /// Runs one statement, parsed once per connection (the hot ones run per file).
+    fn run(&self, sql: &str, params: impl rusqlite::Params) -> StateResult<usize> {
+        self.conn.lock().prepare_cached(sql)?.execute(params)
+    }
+
     pub fn remove_entry(&self, path: &str) -> StateResult<()> {
-        self.conn
-            .lock()
-            .execute("DELETE FROM entries WHERE path = ?1", params![path])?;
+        self.run("DELETE FROM entries WHERE path = ?1", params![path])?;
         Ok(())
     }
 
     /// Queues the delete of `key`; with `etag`, only while the object is that version.
     pub fn put_delete(&self, key: &str, etag: Option<&str>) -> StateResult<()> {
-        self.conn.lock().execute(
+        self.run(
             "INSERT OR REPLACE INTO deletes VALUES (?1, ?2)",
             params![key, etag],
         )?;
@@ -167,25 +170,19 @@ impl StateDb {
     }
 
     pub fn remove_delete(&self, key: &str) -> StateResult<()> {
-        self.conn
-            .lock()
-            .execute("DELETE FROM deletes WHERE key = ?1", params![key])?;
+        self.run("DELETE FROM deletes WHERE key = ?1", params![key])?;
         Ok(())
     }
 
     /// Records that a write to `key` is about to start: if the process dies before
     /// its outcome is recorded, the next start checks whether anything owns `key`.
     pub fn put_inflight(&self, key: &str) -> StateResult<()> {
-        self.conn
-            .lock()
-            .execute("INSERT OR IGNORE INTO inflight VALUES (?1)", params![key])?;
+        self.run("INSERT OR IGNORE INTO inflight VALUES (?1)", params![key])?;
         Ok(())
     }
 
     pub fn remove_inflight(&self, key: &str) -> StateResult<()> {
-        self.conn
-            .lock()
-            .execute("DELETE FROM inflight WHERE key = ?1", params![key])?;
+        self.run("DELETE FROM inflight WHERE key = ?1", params![key])?;
         Ok(())
     }
 
