@@ -139,25 +139,25 @@ fn multigrain_timestamps(file: &File) -> bool {
 }
 
 impl Fs {
-    /// Makes the new handle of `ino` direct if it can be: the file's data is all in the
-    /// cache, no handle has it open the ordinary way (the kernel keeps one mode per
-    /// file), and writers only while the cache has no size limit (direct writes
-    /// bypass its accounting). `others` is how many handles were open before this one.
+    /// Makes the new handle of `ino` direct if the file is open direct already (the
+    /// kernel keeps one mode per file), or if it can be: `attach` is given, the file's
+    /// data is all in the cache, no handle has it open the ordinary way, and writers
+    /// only while the cache has no size limit (direct writes bypass its accounting).
+    /// `others` is how many handles were open before this one.
     pub(super) fn try_direct(
         &self,
         tree: &mut Tree,
         ino: u64,
         writable: bool,
         others: u32,
-        attach: Attach,
+        attach: Option<Attach>,
     ) -> Option<KernelFile> {
-        if writable && self.cache.usage().limit().is_some() {
-            return None;
-        }
         let inode = tree.get_mut(ino)?;
         if inode.attr.kind != NodeKind::File {
             return None;
         }
+        // A file already open direct must be joined (the kernel refuses the other mode),
+        // even by a writer under a cache limit.
         if let Some(direct) = inode.direct.as_mut() {
             self.direct_use
                 .opens
@@ -170,7 +170,8 @@ impl Fs {
             }
             return Some(kernel);
         }
-        if others > 0 {
+        let attach = attach?;
+        if others > 0 || (writable && self.cache.usage().limit().is_some()) {
             return None;
         }
         let size = inode.attr.size;

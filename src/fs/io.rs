@@ -65,14 +65,14 @@ impl Fs {
                 return Err(err);
             }
         }
-        let direct = attach.and_then(|attach| {
+        let direct = {
             let mut tree = self.tree.lock();
             // Every other handle is an ordinary one unless the file already has direct ones.
             let others = tree
                 .get(ino)
                 .map_or(0, |i| i.open_handles.saturating_sub(1));
             self.try_direct(&mut tree, ino, writable, others, attach)
-        });
+        };
         let fh = self.new_handle(ino, writable, direct.is_some());
         Ok(Opened { fh, direct })
     }

@@ -138,7 +138,7 @@ impl Fs {
             inode.open_handles += 1;
             inode.open_writers += 1;
             let attr = inode.attr;
-            let direct = attach.and_then(|a| self.try_direct(&mut tree, ino, true, 0, a));
+            let direct = self.try_direct(&mut tree, ino, true, 0, attach);
             (attr, direct)
         };
         let fh = self.new_handle(ino, true, direct.is_some());

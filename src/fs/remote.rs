@@ -42,6 +42,8 @@ impl Fs {
     pub fn reconcile(self: &Arc<Self>, listing: &Listing, epoch: u64) {
         let (changes, to_fill) = {
             let mut tree = self.tree.lock();
+            // Passthrough writes so far count as local changes in what follows.
+            self.notice_all_direct_writes(&mut tree);
             let state = tree.state.clone();
             let _atomic = state.batch();
             let objects: HashMap<&str, &ObjectSummary> = listing

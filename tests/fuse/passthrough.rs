@@ -131,3 +131,30 @@ fn no_passthrough_serves_every_read_and_write_through_the_daemon() {
     sync(&env, &mnt);
     assert_eq!(env.get("plain.bin").unwrap().0, data);
 }
+
+#[test]
+fn with_a_cache_limit_writers_are_ordinary_but_join_a_file_open_direct() {
+    let env = Env::new();
+    let mnt = env.mount_with(crate::support::BUCKET, &["--cache-size", "64M"]);
+    let Some(start) = direct_opens(&env, &mnt) else {
+        return;
+    };
+    // A writer under a cache limit goes through the daemon (its writes are counted).
+    fs::write(mnt.p("limited.bin"), pattern(1 << 20, 5)).unwrap();
+    assert_eq!(direct_opens(&env, &mnt).unwrap(), start);
+    // A reader of the complete file is direct; a writer opening it meanwhile must
+    // join that mode (the kernel refuses mixing) and its write must go up.
+    let reader = fs::File::open(mnt.p("limited.bin")).unwrap();
+    let writer = OpenOptions::new()
+        .write(true)
+        .open(mnt.p("limited.bin"))
+        .unwrap();
+    writer.write_all_at(b"joined", 0).unwrap();
+    let mut seen = [0u8; 6];
+    reader.read_exact_at(&mut seen, 0).unwrap();
+    assert_eq!(&seen, b"joined");
+    assert_eq!(direct_opens(&env, &mnt).unwrap(), start + 2);
+    drop((reader, writer));
+    sync(&env, &mnt);
+    assert_eq!(&env.get("limited.bin").unwrap().0[..6], b"joined");
+}
