@@ -38,17 +38,12 @@ async fn main() -> Result<(), Error> {
         ("get", [key]) => get(&client, &bucket, key).await?,
         ("put-many", [prefix, n]) => put_many(&client, &bucket, prefix, n.parse()?).await?,
         ("list", [prefix]) => {
-            let mut pages = client
-                .list_objects_v2()
-                .bucket(&bucket)
-                .prefix(prefix)
-                .into_paginator()
-                .send();
-            let mut count = 0;
-            while let Some(page) = pages.next().await {
-                count += page?.contents().len();
-            }
+            let count = count_keys(&client, &bucket, prefix).await?;
             eprintln!("{count} keys");
+        }
+        ("count", [prefix]) => {
+            println!("{}", count_keys(&client, &bucket, prefix).await?);
+            return Ok(());
         }
         ("size", [key]) => {
             let size = match client.head_object().bucket(&bucket).key(key).send().await {
@@ -149,6 +144,21 @@ async fn put_file(client: &Client, bucket: &str, path: &str, key: &str) -> Resul
         .send()
         .await?;
     Ok(())
+}
+
+/// Lists every key under `prefix` (LIST requests only) and counts them.
+async fn count_keys(client: &Client, bucket: &str, prefix: &str) -> Result<usize, Error> {
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    let mut count = 0;
+    while let Some(page) = pages.next().await {
+        count += page?.contents().len();
+    }
+    Ok(count)
 }
 
 async fn get(client: &Client, bucket: &str, key: &str) -> Result<(), Error> {
