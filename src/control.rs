@@ -182,7 +182,7 @@ async fn sync(daemon: &Daemon, write: &mut (impl AsyncWriteExt + Unpin)) -> std:
     }
     daemon.sync_requests.fetch_add(1, Ordering::SeqCst);
     let _request = Request(&daemon.sync_requests);
-    daemon.fs.wake.notify_one();
+    daemon.fs.wake.now();
     let mark = daemon.fs.sync_mark();
     let total = mark.total();
     loop {

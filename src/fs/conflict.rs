@@ -91,7 +91,7 @@ impl Fs {
             }
             tree.mark_dirty(ino);
             self.persist(tree, ino);
-            self.wake.notify_one();
+            self.wake.now();
             return Vec::new();
         };
         if !data_changed && base_lost && kind == NodeKind::File {
@@ -118,7 +118,7 @@ impl Fs {
         tree.mark_dirty(ino);
         self.persist(tree, ino);
         self.insert_remote(tree, parent, &name, &remote);
-        self.wake.notify_one();
+        self.wake.now();
         vec![
             KernelChange::Entry(parent, name),
             KernelChange::Entry(parent, conflict_name),

@@ -121,7 +121,7 @@ impl Fs {
         }
         tree.forget_if_unused(handle.ino);
         drop(tree);
-        self.wake.notify_one();
+        self.wake.changed();
     }
 
     /// The content file of `ino`, created on first use, and where absent bytes come from.
@@ -279,7 +279,7 @@ impl Fs {
             tracing::error!(%err, "fsync of the state failed");
             return Err(FsError::Io(err.to_string()));
         }
-        self.wake.notify_one();
+        self.wake.now();
         if self.config.fsync_remote {
             return self.wait_uploaded(ino);
         }

@@ -15,6 +15,7 @@ mod progress;
 mod remote;
 pub mod tree;
 mod verify;
+pub mod wake;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,7 +25,6 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
 
 use crate::cache::{Cache, Fetcher};
 use crate::mapping::{DefaultAttrs, KeyPrefix};
@@ -88,7 +88,7 @@ pub struct Fs {
     fetcher: Fetcher,
     config: FsConfig,
     /// Wakes the uploader when something became dirty or urgent.
-    pub(crate) wake: Arc<Notify>,
+    pub(crate) wake: Arc<wake::UploadWake>,
     /// One listing at a time, so a directory is never merged twice.
     listing: Mutex<()>,
     handles: Mutex<HashMap<u64, OpenHandle>>,
@@ -137,7 +137,7 @@ impl Fs {
             cache,
             fetcher,
             config,
-            wake: Arc::new(Notify::new()),
+            wake: Arc::new(wake::UploadWake::default()),
             listing: Mutex::new(()),
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),

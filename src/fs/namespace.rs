@@ -214,7 +214,7 @@ impl Fs {
         }
         touch_dir(&mut tree, parent, now);
         drop(tree);
-        self.wake.notify_one();
+        self.wake.changed();
         Ok(ino)
     }
 
@@ -248,7 +248,7 @@ impl Fs {
         self.remove_node(&mut tree, ino);
         touch_dir(&mut tree, parent, SystemTime::now());
         drop(tree);
-        self.wake.notify_one();
+        self.wake.now();
         Ok(())
     }
 
@@ -270,7 +270,7 @@ impl Fs {
         self.remove_node(&mut tree, ino);
         touch_dir(&mut tree, parent, SystemTime::now());
         drop(tree);
-        self.wake.notify_one();
+        self.wake.now();
         Ok(())
     }
 
@@ -399,7 +399,7 @@ impl Fs {
         touch_dir(&mut tree, parent, now);
         touch_dir(&mut tree, new_parent, now);
         drop(tree);
-        self.wake.notify_one();
+        self.wake.now();
         Ok(())
     }
 }

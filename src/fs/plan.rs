@@ -183,6 +183,14 @@ impl Fs {
         jobs
     }
 
+    /// When the oldest change becomes due for upload (None: nothing changed).
+    pub fn first_due(&self, debounce: Duration) -> Option<Instant> {
+        self.tree
+            .lock()
+            .oldest_change()
+            .map(|changed| changed + debounce)
+    }
+
     /// Plans the upload of one changed file if it is ready (or the copy that must come
     /// first), dropping it from the dirty set when the bucket already holds it.
     #[allow(clippy::too_many_arguments)]

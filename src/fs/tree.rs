@@ -327,6 +327,11 @@ impl Tree {
         }
     }
 
+    /// When the change longest waiting for the bucket was made.
+    pub fn oldest_change(&self) -> Option<Instant> {
+        self.dirty_by_time.first().map(|&(changed, _)| changed)
+    }
+
     /// Inodes with changes for the bucket, and when each last changed.
     pub fn dirty(&self) -> &BTreeMap<u64, Instant> {
         &self.dirty

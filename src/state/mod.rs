@@ -2,9 +2,16 @@
 //! yet, and every delete still owed to it. It is the only thing a restart needs:
 //! clean data can always be read from the bucket again.
 
+mod journal;
+
 use std::path::Path;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
+
+use journal::{Change, Journal};
+
+/// Journal records folded into the database at once, at the most.
+const FOLD_AT: usize = 512;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// What a record says the entry is.
@@ -45,7 +52,81 @@ pub struct EntryRecord {
 }
 
 pub struct StateDb {
-    conn: Mutex<Connection>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    conn: Connection,
+    /// Entry changes not yet in the database (none for an in-memory state).
+    journal: Option<Journal>,
+}
+
+impl Inner {
+    /// Applies the journal to the database in one transaction, then empties it.
+    fn fold(&mut self) -> StateResult<()> {
+        let Some(journal) = self.journal.as_mut().filter(|j| !j.is_empty()) else {
+            return Ok(());
+        };
+        // A batch folds before it begins and journals nothing, so inside one the
+        // journal is empty (a fold there could not clear it atomically with COMMIT).
+        debug_assert!(self.conn.is_autocommit(), "journal records inside a batch");
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let applied = journal
+            .pending()
+            .iter()
+            .try_for_each(|change| apply(&self.conn, change));
+        if let Err(err) = applied.and_then(|()| self.conn.execute_batch("COMMIT")) {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(err);
+        }
+        // A crash before this replays the same records at the next open: harmless.
+        journal.clear().map_err(io_error)
+    }
+}
+
+fn io_error(err: std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(err))
+}
+
+/// Writes one journal change to the database.
+fn apply(conn: &Connection, change: &Change) -> StateResult<()> {
+    match change {
+        Change::Put(r) => {
+            let (base_key, base_etag, base_size) = match &r.base {
+                Some(b) => (
+                    Some(b.key.as_str()),
+                    Some(b.etag.as_str()),
+                    Some(b.size as i64),
+                ),
+                None => (None, None, None),
+            };
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO entries VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+            )?
+            .execute(params![
+                r.path,
+                r.kind as i64,
+                r.cache_file,
+                r.size as i64,
+                r.perm,
+                r.uid,
+                r.gid,
+                r.mtime_ns,
+                r.target,
+                base_key,
+                base_etag,
+                base_size,
+                encode_ranges(&r.present),
+                r.data_dirty,
+                r.meta_dirty,
+            ])?;
+        }
+        Change::Remove(path) => {
+            conn.prepare_cached("DELETE FROM entries WHERE path = ?1")?
+                .execute(params![path])?;
+        }
+    }
+    Ok(())
 }
 
 /// An error of the state database: writing local state failed, which the caller
@@ -78,13 +159,23 @@ CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 impl StateDb {
     pub fn open(path: &Path) -> StateResult<StateDb> {
         let conn = Connection::open(path)?;
+        // Only this daemon opens the state (the cache dir's lock says so): without
+        // file locks and shared memory, a commit is a few syscalls fewer.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         // WAL + NORMAL: a commit survives a killed process; `sync_to_disk` makes it
         // survive a power loss too (fsync of a file asks for that).
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        let journal = Journal::open(&path.with_extension("journal")).map_err(io_error)?;
+        let mut inner = Inner {
+            conn,
+            journal: Some(journal),
+        };
+        // What the last run recorded after its last fold.
+        inner.fold()?;
         Ok(StateDb {
-            conn: Mutex::new(conn),
+            inner: Mutex::new(inner),
         })
     }
 
@@ -92,23 +183,57 @@ impl StateDb {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
         Ok(StateDb {
-            conn: Mutex::new(conn),
+            inner: Mutex::new(Inner {
+                conn,
+                journal: None,
+            }),
         })
+    }
+
+    /// The database with every journal record in it, for any other statement: the
+    /// journal must only ever hold changes newer than the database.
+    fn folded(&self) -> StateResult<MutexGuard<'_, Inner>> {
+        let mut inner = self.inner.lock();
+        inner.fold()?;
+        Ok(inner)
+    }
+
+    /// Records an entry change in the journal, or in the database inside a batch
+    /// (whose all-or-nothing the journal cannot give).
+    fn change(&self, change: Change) -> StateResult<()> {
+        let mut inner = self.inner.lock();
+        let in_batch = !inner.conn.is_autocommit();
+        if let Some(journal) = inner.journal.as_mut().filter(|_| !in_batch) {
+            match journal.append(change.clone()) {
+                Ok(()) => {
+                    if journal.len() >= FOLD_AT {
+                        inner.fold()?;
+                    }
+                    return Ok(());
+                }
+                // A full disk, say: the database says so itself if it cannot take it.
+                Err(err) => tracing::warn!(%err, "cannot append to the state journal"),
+            }
+        }
+        inner.fold()?;
+        apply(&inner.conn, &change)
     }
 
     /// Groups the writes until the returned guard drops into one transaction, so a
     /// crash leaves all or none of them (a record and its pending delete, say).
     pub fn batch(&self) -> Batch<'_> {
-        let conn = self.conn.lock();
-        if !conn.is_autocommit() {
+        let mut inner = self.inner.lock();
+        if !inner.conn.is_autocommit() {
             // Already inside a batch: the outer one commits.
             return Batch {
                 db: self,
                 open: false,
             };
         }
-        let began = conn.execute_batch("BEGIN IMMEDIATE");
-        drop(conn);
+        let began = inner
+            .fold()
+            .and_then(|()| inner.conn.execute_batch("BEGIN IMMEDIATE"));
+        drop(inner);
         if let Err(err) = &began {
             tracing::error!(%err, "cannot begin a state transaction");
         }
@@ -119,45 +244,16 @@ impl StateDb {
     }
 
     pub fn put_entry(&self, r: &EntryRecord) -> StateResult<()> {
-        let (base_key, base_etag, base_size) = match &r.base {
-            Some(b) => (
-                Some(b.key.as_str()),
-                Some(b.etag.as_str()),
-                Some(b.size as i64),
-            ),
-            None => (None, None, None),
-        };
-        self.run(
-            "INSERT OR REPLACE INTO entries VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
-            params![
-                r.path,
-                r.kind as i64,
-                r.cache_file,
-                r.size as i64,
-                r.perm,
-                r.uid,
-                r.gid,
-                r.mtime_ns,
-                r.target,
-                base_key,
-                base_etag,
-                base_size,
-                encode_ranges(&r.present),
-                r.data_dirty,
-                r.meta_dirty,
-            ],
-        )?;
-        Ok(())
+        self.change(Change::Put(r.clone()))
     }
 
     /// Runs one statement, parsed once per connection (the hot ones run per file).
     fn run(&self, sql: &str, params: impl rusqlite::Params) -> StateResult<usize> {
-        self.conn.lock().prepare_cached(sql)?.execute(params)
+        self.folded()?.conn.prepare_cached(sql)?.execute(params)
     }
 
     pub fn remove_entry(&self, path: &str) -> StateResult<()> {
-        self.run("DELETE FROM entries WHERE path = ?1", params![path])?;
-        Ok(())
+        self.change(Change::Remove(path.to_string()))
     }
 
     /// Queues the delete of `key`; with `etag`, only while the object is that version.
@@ -188,7 +284,8 @@ impl StateDb {
 
     /// Writes that were under way when the previous process ended; clears the list.
     pub fn take_inflight(&self) -> StateResult<Vec<String>> {
-        let conn = self.conn.lock();
+        let inner = self.folded()?;
+        let conn = &inner.conn;
         let keys = {
             let mut stmt = conn.prepare("SELECT key FROM inflight ORDER BY key")?;
             let rows = stmt.query_map([], |row| row.get(0))?;
@@ -199,8 +296,8 @@ impl StateDb {
     }
 
     pub fn entries(&self) -> StateResult<Vec<EntryRecord>> {
-        let conn = self.conn.lock();
-        let mut stmt = conn.prepare("SELECT * FROM entries ORDER BY path")?;
+        let inner = self.folded()?;
+        let mut stmt = inner.conn.prepare("SELECT * FROM entries ORDER BY path")?;
         let rows = stmt.query_map([], |row| {
             let base_key: Option<String> = row.get(9)?;
             let base = match base_key {
@@ -236,15 +333,17 @@ impl StateDb {
     }
 
     pub fn deletes(&self) -> StateResult<Vec<(String, Option<String>)>> {
-        let conn = self.conn.lock();
-        let mut stmt = conn.prepare("SELECT key, etag FROM deletes ORDER BY key")?;
+        let inner = self.folded()?;
+        let mut stmt = inner
+            .conn
+            .prepare("SELECT key, etag FROM deletes ORDER BY key")?;
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
         rows.collect()
     }
 
     pub fn info(&self, name: &str) -> StateResult<Option<String>> {
-        self.conn
-            .lock()
+        self.folded()?
+            .conn
             .query_row(
                 "SELECT value FROM info WHERE name = ?1",
                 params![name],
@@ -254,7 +353,7 @@ impl StateDb {
     }
 
     pub fn set_info(&self, name: &str, value: &str) -> StateResult<()> {
-        self.conn.lock().execute(
+        self.folded()?.conn.execute(
             "INSERT OR REPLACE INTO info VALUES (?1, ?2)",
             params![name, value],
         )?;
@@ -263,9 +362,18 @@ impl StateDb {
 
     /// Makes every commit so far durable against power loss.
     pub fn sync_to_disk(&self) -> StateResult<()> {
-        self.conn
-            .lock()
+        self.folded()?
+            .conn
             .query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
+    }
+}
+
+impl Drop for StateDb {
+    /// A clean stop leaves everything in the database.
+    fn drop(&mut self) {
+        if let Err(err) = self.inner.get_mut().fold() {
+            tracing::warn!(%err, "cannot fold the state journal; the next start does it");
+        }
     }
 }
 
@@ -278,7 +386,7 @@ pub struct Batch<'a> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         if self.open {
-            if let Err(err) = self.db.conn.lock().execute_batch("COMMIT") {
+            if let Err(err) = self.db.inner.lock().conn.execute_batch("COMMIT") {
                 tracing::error!(%err, "cannot commit a state transaction");
             }
         }
@@ -309,7 +417,7 @@ fn decode_ranges(bytes: &[u8]) -> Vec<(u64, u64)> {
 mod tests {
     use super::*;
 
-    fn record(path: &str) -> EntryRecord {
+    pub(super) fn record(path: &str) -> EntryRecord {
         EntryRecord {
             path: path.into(),
             kind: EntryKind::File,
@@ -373,10 +481,56 @@ mod tests {
                 let _inner = db.batch();
                 db.put_delete("b", None).unwrap();
             }
-            // Not visible to another connection before the outer batch ends.
-            assert!(StateDb::open(&path).unwrap().deletes().unwrap().is_empty());
+            // Still one open transaction after the inner batch ended.
+            assert!(!db.inner.lock().conn.is_autocommit());
         }
+        assert!(db.inner.lock().conn.is_autocommit());
+        drop(db);
         assert_eq!(StateDb::open(&path).unwrap().deletes().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_journal_of_a_killed_run_is_replayed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let db = StateDb::open(&path).unwrap();
+            db.put_entry(&record("old")).unwrap();
+            db.put_entry(&record("removed")).unwrap();
+        }
+        // What a process killed before its next fold leaves behind.
+        {
+            let mut journal = Journal::open(&path.with_extension("journal")).unwrap();
+            journal.append(Change::Remove("removed".into())).unwrap();
+            journal.append(Change::Put(record("new"))).unwrap();
+        }
+        let db = StateDb::open(&path).unwrap();
+        assert_eq!(db.entries().unwrap(), vec![record("new"), record("old")]);
+        assert!(db.inner.lock().journal.as_ref().unwrap().is_empty());
+    }
+
+    #[test]
+    fn entry_changes_go_to_the_journal_and_other_writes_fold_it_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
+        db.put_entry(&record("a")).unwrap();
+        db.remove_entry("a").unwrap();
+        db.put_entry(&record("b")).unwrap();
+        let journaled = |db: &StateDb| db.inner.lock().journal.as_ref().unwrap().len();
+        assert_eq!(journaled(&db), 3);
+        db.put_delete("k", None).unwrap();
+        assert_eq!(journaled(&db), 0);
+        assert_eq!(db.entries().unwrap(), vec![record("b")]);
+        {
+            let _batch = db.batch();
+            db.put_entry(&record("c")).unwrap();
+            assert_eq!(journaled(&db), 0, "a batch writes the database itself");
+        }
+        for i in 0..FOLD_AT {
+            db.put_entry(&record(&format!("many/{i}"))).unwrap();
+        }
+        assert!(journaled(&db) < FOLD_AT, "a long journal is folded");
+        assert_eq!(db.entries().unwrap().len(), 2 + FOLD_AT);
     }
 
     #[test]

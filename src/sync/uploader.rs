@@ -12,6 +12,9 @@ use tokio::task::JoinSet;
 use crate::fs::plan::{Busy, Job, JobId, Outcome};
 use crate::fs::{ConditionalWrites, Fs, Pending};
 
+/// The uploader looks for due changes at least this often.
+const TICK: Duration = Duration::from_millis(200);
+
 /// How often an unanswered conditional-write probe is tried again.
 const PROBE_RETRY: Duration = Duration::from_secs(30);
 
@@ -73,6 +76,7 @@ pub struct Uploader {
 
 impl Uploader {
     pub fn new(fs: Arc<Fs>, config: UploaderConfig) -> Uploader {
+        fs.wake.set_debounce(config.debounce);
         Uploader {
             fs,
             config,
@@ -109,14 +113,27 @@ impl Uploader {
                 super::probe::probe_conditional_writes(&self.fs).await;
             }
             self.start_jobs(&mut tracker, &mut in_flight, everything);
+            let next_look = self.next_look(everything);
+            wake.looks_at(next_look);
             tokio::select! {
                 Some(joined) = in_flight.join_next() => self.settle(&mut tracker, joined),
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep_until(next_look.into()) => {}
                 _ = shutdown.changed() => {}
             }
         }
         self.drain(&mut tracker, &mut in_flight, drain_for).await;
+    }
+
+    /// When to look again unwoken: at the next tick, or sooner when the oldest change
+    /// becomes due (its close did not wake the uploader).
+    fn next_look(&self, everything: bool) -> Instant {
+        let now = Instant::now();
+        let tick = now + TICK;
+        match self.fs.first_due(self.config.debounce) {
+            Some(due) if !everything && due > now => due.min(tick),
+            _ => tick,
+        }
     }
 
     /// Uploads everything pending now, without debounce; false if `limit` passed first.
@@ -221,7 +238,7 @@ impl Uploader {
                     .insert(job.id.clone(), (attempts, Instant::now() + delay));
             }
         }
-        self.fs.wake.notify_one();
+        self.fs.wake.now();
     }
 }
 
