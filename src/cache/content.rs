@@ -32,9 +32,12 @@ const MAX_READAHEAD: u64 = 64 << 20;
 pub struct Content {
     path: PathBuf,
     file: File,
-    /// Held while bytes are written into the file, so fetched data never overwrites
-    /// a local write that landed while the fetch was in flight.
+    /// Which bytes are valid; held only briefly, so readers never wait behind a write.
     present: Mutex<RangeSet>,
+    /// Held while bytes are written into the file (fetched pieces, local writes,
+    /// cuts), so fetched data never overwrites a local write that landed while the
+    /// fetch was in flight. Taken before `present`.
+    writing: Mutex<()>,
     /// One fetch at a time per file: concurrent readers of one range wait, not refetch.
     fetching: Mutex<bool>,
     /// Signalled as fetched pieces land and when a fetch ends: a reader waiting behind
@@ -85,6 +88,7 @@ impl Content {
             path,
             file,
             present: Mutex::new(present),
+            writing: Mutex::new(()),
             fetching: Mutex::new(false),
             arrived: Condvar::new(),
             readahead: Mutex::new((u64::MAX, BLOCK)),
@@ -161,6 +165,7 @@ impl Content {
     }
 
     fn reset(&self, len: u64) -> bool {
+        let _writing = self.writing.lock();
         let mut present = self.present.lock();
         if self.pins.load(Ordering::SeqCst) > 0 {
             return false;
@@ -224,14 +229,37 @@ impl Content {
             source,
             fetcher,
         )?;
-        let mut buf = vec![0u8; (end - offset) as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            let n = self.file.read_at(&mut buf[done..], offset + done as u64)?;
-            if n == 0 {
-                break; // a hole past the file's end reads as zeros
+        self.read_present(offset, (end - offset) as usize)
+    }
+
+    /// `len` bytes at `offset` of the cache file, into a buffer not zeroed first (it
+    /// is read over at once: zeroing cost a pass over every byte of a cold read).
+    fn read_present(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        while buf.len() < len {
+            let filled = buf.len();
+            let at = (offset + filled as u64) as libc::off_t;
+            let spare = &mut buf.spare_capacity_mut()[..len - filled];
+            // SAFETY: pread writes at most `spare.len()` bytes into the spare capacity,
+            // and the length grows by exactly what it wrote.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    at,
+                )
+            };
+            match n {
+                0 => buf.resize(len, 0), // a hole past the file's end reads as zeros
+                n if n > 0 => unsafe { buf.set_len(buf.len() + n as usize) },
+                _ => {
+                    let err = io::Error::last_os_error();
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(err);
+                    }
+                }
             }
-            done += n;
         }
         Ok(buf)
     }
@@ -287,27 +315,29 @@ impl Content {
     /// Writes fetched bytes, skipping any part a local write made present meanwhile.
     /// (The disk use is recounted once the whole fetch is done.)
     fn store_fetched(&self, range: Range<u64>, bytes: &[u8]) -> io::Result<()> {
-        let mut present = self.present.lock();
-        for gap in present.missing(range.clone()) {
+        let _writing = self.writing.lock();
+        let gaps = self.present.lock().missing(range.clone());
+        for gap in gaps {
             let from = (gap.start - range.start) as usize;
             let to = ((gap.end - range.start) as usize).min(bytes.len());
             if from < to {
                 self.file.write_all_at(&bytes[from..to], gap.start)?;
             }
         }
-        present.insert(range);
-        drop(present);
+        self.present.lock().insert(range);
         self.arrived.notify_all();
         Ok(())
     }
 
     pub fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let mut present = self.present.lock();
+        let writing = self.writing.lock();
         let written = self.file.write_all_at(data, offset);
         if written.is_ok() {
-            present.insert(offset..offset + data.len() as u64);
+            self.present
+                .lock()
+                .insert(offset..offset + data.len() as u64);
         }
-        drop(present);
+        drop(writing);
         // Even a write cut short by a full disk may have taken blocks.
         self.recount();
         written
@@ -315,10 +345,10 @@ impl Content {
 
     /// Cuts or extends the file; bytes past `len` are local from now on (zeros or writes).
     pub fn truncate(&self, len: u64) -> io::Result<()> {
-        let mut present = self.present.lock();
+        let writing = self.writing.lock();
         self.file.set_len(len)?;
-        present.insert(len..u64::MAX);
-        drop(present);
+        self.present.lock().insert(len..u64::MAX);
+        drop(writing);
         self.recount();
         Ok(())
     }
