@@ -40,22 +40,25 @@ impl Fs {
     /// appear in directories already listed, changed ones get their new version,
     /// deleted ones go. Local changes meeting remote ones keep both.
     pub fn reconcile(self: &Arc<Self>, listing: &Listing, epoch: u64) {
+        // What needs no namespace is worked out before the lock: every request of the
+        // mount waits while it is held.
+        let objects: HashMap<&str, &ObjectSummary> = listing
+            .objects
+            .iter()
+            .filter(|o| !is_own_probe(self.config.prefix.as_str(), &o.key))
+            .map(|o| (o.key.as_str(), o))
+            .collect();
+        let prefixes = key_prefixes(&objects);
         let (changes, to_fill) = {
             let mut tree = self.tree.lock();
             // Passthrough writes so far count as local changes in what follows.
             self.notice_all_direct_writes(&mut tree);
             let state = tree.state.clone();
             let _atomic = state.batch();
-            let objects: HashMap<&str, &ObjectSummary> = listing
-                .objects
-                .iter()
-                .filter(|o| !is_own_probe(self.config.prefix.as_str(), &o.key))
-                .map(|o| (o.key.as_str(), o))
-                .collect();
             let mut changes = self.apply_known(&mut tree, &objects, epoch);
             let to_fill = self.merge_new(&mut tree, &objects, epoch);
             self.prefill_unlisted(&mut tree, &objects, epoch);
-            changes.extend(self.drop_vanished_dirs(&mut tree, &objects, epoch));
+            changes.extend(self.drop_vanished_dirs(&mut tree, &prefixes, epoch));
             // Keys touched before this listing are described by it: no longer needed.
             tree.touched.retain(|_, at| *at > epoch);
             self.last_poll.store(unix_now(), Ordering::Relaxed);
@@ -188,15 +191,9 @@ impl Fs {
     fn drop_vanished_dirs(
         &self,
         tree: &mut Tree,
-        objects: &HashMap<&str, &ObjectSummary>,
+        present: &HashSet<&str>,
         epoch: u64,
     ) -> Vec<KernelChange> {
-        let mut present: HashSet<&str> = HashSet::new();
-        for key in objects.keys() {
-            for (i, _) in key.match_indices('/') {
-                present.insert(&key[..=i]);
-            }
-        }
         let mut dirs: Vec<(usize, u64, String)> = tree
             .inodes
             .iter()
@@ -335,6 +332,17 @@ impl Fs {
 }
 
 /// Whether `key` is a probe object of this project's (never shown).
+/// Every directory prefix (`a/`, `a/b/`) some listed key lies under.
+fn key_prefixes<'a>(objects: &HashMap<&'a str, &ObjectSummary>) -> HashSet<&'a str> {
+    let mut present = HashSet::new();
+    for &key in objects.keys() {
+        for (i, _) in key.match_indices('/') {
+            present.insert(&key[..=i]);
+        }
+    }
+    present
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
