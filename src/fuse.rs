@@ -26,7 +26,8 @@ use crate::fs::{
 /// The entries of an open directory, with their attributes.
 type DirSnapshot = Arc<Vec<(DirEntry, Attr)>>;
 
-/// How long the kernel may keep attributes and names before asking again.
+/// How long the kernel may keep attributes and names before asking again, and an
+/// absent name as absent (a new object from the bucket is announced by the poll).
 const TTL: Duration = Duration::from_secs(1);
 
 pub struct FuseAdapter {
@@ -153,6 +154,27 @@ fn file_attr(attr: &Attr) -> FileAttr {
     }
 }
 
+/// The attributes of a negative lookup reply: only the node id (0) matters.
+fn absent_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
 fn name_str<'a>(op: &str, name: &'a OsStr) -> Result<&'a str, Errno> {
     name.to_str().ok_or_else(|| {
         tracing::debug!("{op}: name is not UTF-8");
@@ -216,7 +238,12 @@ impl Filesystem for FuseAdapter {
             Ok(n) => n,
             Err(_) => return reply.error(Errno::ENOENT),
         };
-        reply_entry(reply, "lookup", self.fs.lookup(parent.0, name));
+        match self.fs.lookup(parent.0, name) {
+            // Node id 0: "no such name" that the kernel may remember for the TTL, so
+            // repeated probes (PATH searches, imports, stat before create) stay local.
+            Err(FsError::NotFound) => reply.entry(&TTL, &absent_attr(), Generation(0)),
+            result => reply_entry(reply, "lookup", result),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {

@@ -56,7 +56,7 @@ impl Fs {
             let state = tree.state.clone();
             let _atomic = state.batch();
             let mut changes = self.apply_known(&mut tree, &objects, epoch);
-            let to_fill = self.merge_new(&mut tree, &objects, epoch);
+            let to_fill = self.merge_new(&mut tree, &objects, epoch, &mut changes);
             self.prefill_unlisted(&mut tree, &objects, epoch);
             changes.extend(self.drop_vanished_dirs(&mut tree, &prefixes, epoch));
             // Keys touched before this listing are described by it: no longer needed.
@@ -141,12 +141,14 @@ impl Fs {
         vec![KernelChange::Entry(parent, name)]
     }
 
-    /// New objects and prefixes under directories already listed.
+    /// New objects and prefixes under directories already listed. Their names are
+    /// added to `changes`: the kernel may hold them as absent (negative lookups).
     fn merge_new(
         &self,
         tree: &mut Tree,
         objects: &HashMap<&str, &ObjectSummary>,
         epoch: u64,
+        changes: &mut Vec<KernelChange>,
     ) -> Vec<(u64, String)> {
         let mut listed: HashMap<String, u64> = HashMap::new();
         for (&ino, inode) in &tree.inodes {
@@ -182,6 +184,11 @@ impl Fs {
                 objects,
                 prefixes: prefixes.into_iter().collect(),
             };
+            let names = listing.objects.iter().map(|o| o.key.as_str());
+            for key in names.chain(listing.prefixes.iter().map(String::as_str)) {
+                let name = key[prefix.len()..].trim_end_matches('/');
+                changes.push(KernelChange::Entry(dir, name.to_string()));
+            }
             to_fill.extend(self.merge_listing(tree, dir, prefix, &listing));
         }
         to_fill

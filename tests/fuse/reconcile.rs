@@ -58,6 +58,29 @@ fn the_poll_brings_in_new_changed_and_deleted_objects() {
 }
 
 #[test]
+fn a_name_seen_absent_appears_when_the_bucket_gets_it() {
+    let env = Env::new();
+    env.put("dir/kept.txt", b"kept", &[]);
+    let mnt = env.mount_with(BUCKET, &["--poll-interval", "1"]);
+    // The kernel may remember these as absent (negative lookups)...
+    for _ in 0..3 {
+        assert!(!mnt.p("later.txt").exists());
+        assert!(!mnt.p("dir/later").exists());
+    }
+    // ...and still creates here, at once.
+    fs::write(mnt.p("dir/here.txt"), b"here").unwrap();
+    assert_eq!(fs::read(mnt.p("dir/here.txt")).unwrap(), b"here");
+    env.put("later.txt", b"later", &[]);
+    env.put("dir/later/inside.txt", b"inside", &[]);
+    wait_until("names once absent appear", || {
+        mnt.p("later.txt").exists() && mnt.p("dir/later/inside.txt").exists()
+    });
+    assert_eq!(fs::read(mnt.p("later.txt")).unwrap(), b"later");
+    assert_eq!(names(&mnt.p("dir")), ["here.txt", "kept.txt", "later"]);
+    mnt.unmount();
+}
+
+#[test]
 fn opening_a_file_checks_the_bucket_once_the_ttl_passed() {
     let env = Env::new();
     env.put("a.txt", b"old", &[("mode", "33188")]);
