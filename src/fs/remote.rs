@@ -338,7 +338,6 @@ impl Fs {
     }
 }
 
-/// Whether `key` is a probe object of this project's (never shown).
 /// Every directory prefix (`a/`, `a/b/`) some listed key lies under.
 fn key_prefixes<'a>(objects: &HashMap<&'a str, &ObjectSummary>) -> HashSet<&'a str> {
     let mut present = HashSet::new();
@@ -356,6 +355,7 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Whether `key` is a probe object of this project's (never shown).
 pub(super) fn is_own_probe(prefix: &str, key: &str) -> bool {
     key.strip_prefix(prefix)
         .is_some_and(|rest| rest.starts_with(PROBE_NAME_START))

@@ -9,10 +9,10 @@ use std::path::Path;
 use parking_lot::{Mutex, MutexGuard};
 
 use journal::{Change, Journal};
+use rusqlite::{params, Connection, OptionalExtension};
 
 /// Journal records folded into the database at once, at the most.
 const FOLD_AT: usize = 512;
-use rusqlite::{params, Connection, OptionalExtension};
 
 /// What a record says the entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
