@@ -6,7 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::support::{is_mounted, wait_until, Env, ACCESS_KEY, BUCKET, SECRET_KEY};
+use crate::support::{
+    is_mounted, text, unmount_when_free, wait_until, Env, ACCESS_KEY, BUCKET, SECRET_KEY,
+};
 
 /// Links the binary where mount(8) looks for helpers and programs, for one test;
 /// whatever was there before comes back afterwards.
@@ -67,14 +69,6 @@ fn run(command: &mut Command) -> Output {
     command.output().unwrap()
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn fstab_lines_mount_with_mount_a_and_go_with_umount() {
     let env = Env::new();
@@ -122,7 +116,7 @@ fn fstab_lines_mount_with_mount_a_and_go_with_umount() {
     });
 
     for mountpoint in [&one, &two] {
-        let out = run(Command::new("umount").arg(mountpoint));
+        let out = unmount_when_free(Command::new("umount").arg(mountpoint));
         assert!(out.status.success(), "umount failed: {}", text(&out));
         assert!(!is_mounted(mountpoint));
     }
@@ -202,7 +196,9 @@ fn credentials_come_from_profiles_and_passwd_files_and_never_show() {
     assert!(!text(&status).contains(SECRET_KEY));
     let ps = run(Command::new("ps").args(["-eo", "args"]));
     assert!(!text(&ps).contains(SECRET_KEY), "a secret shows in ps");
-    assert!(run(Command::new("umount").arg(&mnt)).status.success());
+    assert!(unmount_when_free(Command::new("umount").arg(&mnt))
+        .status
+        .success());
     let log = fs::read_to_string(env.dir.path().join("c2/s3syncfs.log")).unwrap();
     assert!(log.contains("mounted"), "{log}");
     assert!(!log.contains(SECRET_KEY), "the secret is in the log");
@@ -225,7 +221,9 @@ fn credentials_come_from_profiles_and_passwd_files_and_never_show() {
     let arg = format!("credentials_file={}", private.display());
     let out = run(&mut mount_cmd(&env, &mnt, "c4", &["-o", &arg]));
     assert!(out.status.success(), "{}", text(&out));
-    assert!(run(Command::new("umount").arg(&mnt)).status.success());
+    assert!(unmount_when_free(Command::new("umount").arg(&mnt))
+        .status
+        .success());
 
     // Nothing at all: a clear error before any request.
     fs::remove_dir_all(&aws).unwrap();

@@ -232,6 +232,33 @@ fn credentials_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// Runs an unmount command, again while it says the mount is busy (for up to 10 s).
+///
+/// Tests run in parallel threads of one process, and every child process any of them
+/// spawns starts with a copy of the whole process's descriptors until its exec closes
+/// them: a file another test closed a moment ago can still be open in such a child and
+/// hold that mount busy. The kernel's own close is done by then (a pending RELEASE holds
+/// only the inode, not the mount), so this is a test-harness race, not a daemon's.
+pub fn unmount_when_free(command: &mut Command) -> std::process::Output {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = command.output().unwrap();
+        if out.status.success() || !text(&out).contains("busy") || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A command's standard output and error, for messages.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub struct Mount {
     child: Option<Child>,
     pub path: PathBuf,
@@ -263,12 +290,12 @@ impl Mount {
 
     /// Unmounts and waits for the daemon to finish its uploads and exit.
     pub fn unmount(mut self) {
-        let status = Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.path)
-            .status()
-            .unwrap();
-        assert!(status.success(), "fusermount3 -u failed");
+        let out = unmount_when_free(Command::new("fusermount3").arg("-u").arg(&self.path));
+        assert!(
+            out.status.success(),
+            "fusermount3 -u failed: {}",
+            text(&out)
+        );
         let status = self.child.take().unwrap().wait().unwrap();
         assert!(
             status.success(),
