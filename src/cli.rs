@@ -108,6 +108,10 @@ pub struct MountArgs {
     /// Let other users use the mount (permissions are then checked by the kernel).
     #[arg(long)]
     pub allow_other: bool,
+    /// Have the kernel check permission bits on a root mount without allow_other too,
+    /// where only root can enter (costs a request after each change to a directory).
+    #[arg(long)]
+    pub default_permissions: bool,
     /// Mount read-only.
     #[arg(long)]
     pub read_only: bool,
@@ -199,7 +203,6 @@ fn is_generic_option(key: &str) -> bool {
             | "dev"
             | "nodev"
             | "async"
-            | "default_permissions"
             | "comment"
             | "helper"
     ) || key.starts_with("x-")
@@ -236,6 +239,7 @@ fn option_to_flags(item: &str) -> Result<Vec<String>, String> {
         "profile" => valued("profile"),
         "credentials_file" | "passwd_file" => valued("credentials-file"),
         "allow_other" => switch("allow-other"),
+        "default_permissions" => switch("default-permissions"),
         "ro" => switch("read-only"),
         "no_passthrough" => switch("no-passthrough"),
         "foreground" => switch("foreground"),
@@ -403,6 +407,9 @@ impl MountArgs {
             encryption,
             defaults,
             allow_other: self.allow_other,
+            // Without allow_other only processes of the mounting user get in; for root
+            // the daemon's own checks (access(2), exec bits in the kernel) are enough.
+            kernel_permissions: self.default_permissions || self.allow_other || !running_as_root(),
             read_only: self.read_only,
             passthrough: !self.no_passthrough,
             request_timeout: Duration::from_secs(self.request_timeout.max(1)),
@@ -417,6 +424,11 @@ impl MountArgs {
             fuse_threads: self.fuse_threads.max(1),
         })
     }
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// `us-iad-10` from `https://us-iad-10.linodeobjects.com`, `eu-west-1` from
@@ -440,8 +452,7 @@ fn default_cache_dir(bucket: &str, prefix: &str) -> anyhow::Result<PathBuf> {
             prefix.trim_end_matches('/').replace('/', "+")
         )
     };
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if running_as_root() {
         return Ok(PathBuf::from("/var/cache/s3syncfs").join(name));
     }
     let base = std::env::var_os("XDG_CACHE_HOME")

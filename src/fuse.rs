@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use std::collections::HashMap;
@@ -243,6 +243,15 @@ impl Filesystem for FuseAdapter {
             // repeated probes (PATH searches, imports, stat before create) stay local.
             Err(FsError::NotFound) => reply.entry(&TTL, &absent_attr(), Generation(0)),
             result => reply_entry(reply, "lookup", result),
+        }
+    }
+
+    /// Asked only when the kernel does not check modes itself (no default_permissions).
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        match self.fs.getattr(ino.0) {
+            Ok(attr) if crate::access::allowed(&attr, caller(req), mask.bits()) => reply.ok(),
+            Ok(_) => reply.error(Errno::EACCES),
+            Err(err) => reply.error(errno("access", err)),
         }
     }
 
@@ -616,6 +625,8 @@ impl Filesystem for FuseAdapter {
             attach.as_ref().map(|a| a as Attach),
         );
         drop(attach);
+        // No FLUSH at close for a file made here (one round trip less per small file):
+        // its record is written at create, and the RELEASE after close updates it.
         match created {
             Ok((attr, Opened { fh, direct })) => match direct {
                 Some(kernel) => reply.created_passthrough(
@@ -623,7 +634,7 @@ impl Filesystem for FuseAdapter {
                     &file_attr(&attr),
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    FopenFlags::FOPEN_NOFLUSH,
                     backing_id(&kernel),
                 ),
                 None => reply.created(
@@ -631,7 +642,7 @@ impl Filesystem for FuseAdapter {
                     &file_attr(&attr),
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    FopenFlags::FOPEN_NOFLUSH,
                 ),
             },
             Err(err) => reply.error(errno("create", err)),

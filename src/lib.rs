@@ -1,6 +1,7 @@
 //! s3syncfs: a FUSE filesystem that mounts an S3 bucket through a write-through local
 //! disk cache, with a background uploader.
 
+pub mod access;
 pub mod cache;
 pub mod cli;
 pub mod client;

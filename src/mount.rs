@@ -36,6 +36,8 @@ pub struct MountOptions {
     /// Owner and modes of objects without s3fs metadata.
     pub defaults: DefaultAttrs,
     pub allow_other: bool,
+    /// The kernel checks permission bits (default_permissions).
+    pub kernel_permissions: bool,
     pub read_only: bool,
     /// Hand fully cached files to the kernel (FUSE passthrough) when it allows.
     pub passthrough: bool,
@@ -260,12 +262,14 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
         config.mount_options = vec![
             MountOption::FSName(format!("{}:{}", options.bucket, options.prefix.as_str())),
             MountOption::Subtype("s3syncfs".into()),
-            MountOption::DefaultPermissions,
             MountOption::NoDev,
             MountOption::NoSuid,
         ];
+        if options.kernel_permissions {
+            config.mount_options.push(MountOption::DefaultPermissions);
+        }
         if options.allow_other {
-            // With default_permissions (always set) the kernel checks modes for everyone.
+            // With allow_other, default_permissions is always set: the kernel checks.
             config.acl = fuser::SessionACL::All;
         }
         if options.read_only {

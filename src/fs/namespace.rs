@@ -207,11 +207,10 @@ impl Fs {
         inode.meta_known = true;
         init(inode);
         tree.mark_dirty(ino);
-        // A new file is recorded at its first close (flush), like its data: a crash
-        // before that loses only what an unclosed file may lose anyway.
-        if kind != NodeKind::File {
-            self.persist(&mut tree, ino);
-        }
+        // Recorded now, with its cache file: the kernel sends no FLUSH for a created
+        // file (FOPEN_NOFLUSH), so if the daemon dies before the RELEASE after close,
+        // the restore takes the size from the cache file.
+        self.persist(&mut tree, ino);
         touch_dir(&mut tree, parent, now);
         drop(tree);
         self.wake.changed();

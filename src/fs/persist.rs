@@ -167,11 +167,35 @@ impl Fs {
             EntryKind::Dir => NodeKind::Dir,
             EntryKind::Symlink => NodeKind::Symlink,
         };
-        let mtime = from_ns(record.mtime_ns);
+        let mut mtime = from_ns(record.mtime_ns);
+        let mut size = record.size;
+        let content = match &record.cache_file {
+            Some(file) => match cache.reopen(file, RangeSet::from_spans(&record.present)) {
+                Ok(content) => Some(content),
+                Err(err) => {
+                    tracing::error!(path = %record.path, %err, "cache file of a pending change is missing");
+                    None
+                }
+            },
+            None => None,
+        };
+        // A file made here and never uploaded lives wholly in its cache file, which may
+        // have grown after the last record (the daemon died between a close and its
+        // RELEASE): the file's own size is the truth.
+        if let (None, Some(content)) = (&record.base, &content) {
+            if let Ok(meta) = content.file().metadata() {
+                if meta.len() != size {
+                    tracing::info!(path = %record.path, recorded = size, found = meta.len(),
+                        "size taken from the cache file");
+                    size = meta.len();
+                    mtime = mtime.max(meta.modified().unwrap_or(mtime));
+                }
+            }
+        }
         let attr = Attr {
             ino: 0,
             kind,
-            size: record.size,
+            size,
             perm: record.perm,
             uid: record.uid,
             gid: record.gid,
@@ -182,16 +206,6 @@ impl Fs {
         let ino = match tree.child(parent, name) {
             Some(ino) => ino,
             None => tree.insert(parent, name, attr, kind == NodeKind::Dir),
-        };
-        let content = match &record.cache_file {
-            Some(file) => match cache.reopen(file, RangeSet::from_spans(&record.present)) {
-                Ok(content) => Some(content),
-                Err(err) => {
-                    tracing::error!(path = %record.path, %err, "cache file of a pending change is missing");
-                    None
-                }
-            },
-            None => None,
         };
         let stored = record.base.as_ref().map(|b| Stored {
             key: b.key.clone(),

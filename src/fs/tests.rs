@@ -396,6 +396,36 @@ fn changes_not_yet_uploaded_survive_a_restart() {
 }
 
 #[test]
+fn a_created_file_whose_release_never_came_survives_a_crash() {
+    let h = harness_with("", |_| {});
+    h.write_file(ROOT, "earlier.txt", b"closed and released");
+    // Written, closed by the application (the kernel sends no FLUSH for a created
+    // file), and the daemon dies before the RELEASE.
+    let (attr, _fh) = h.fs.create(ROOT, "new.txt", 0o640, ME).unwrap();
+    h.fs.write(attr.ino, 0, b"written before the crash")
+        .unwrap();
+    let Harness {
+        store,
+        _dir: dir,
+        fs,
+        runtime,
+    } = h;
+    drop(fs);
+    drop(runtime);
+
+    let h = start("", store, dir);
+    let restored = h.fs.lookup(ROOT, "new.txt").unwrap();
+    assert_eq!((restored.size, restored.perm), (24, 0o640));
+    assert_eq!(h.read_all(ROOT, "new.txt"), b"written before the crash");
+    h.flush();
+    assert_eq!(h.store.keys(), vec!["earlier.txt", "new.txt"]);
+    assert_eq!(
+        h.store.body("new.txt").unwrap().as_ref(),
+        b"written before the crash"
+    );
+}
+
+#[test]
 fn replacing_then_removing_a_file_deletes_the_replaced_object() {
     let h = harness_with("", |s| {
         s.insert("target", b"old target", Metadata::new());
