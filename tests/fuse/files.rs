@@ -147,3 +147,68 @@ fn fsync_remote_returns_once_the_object_is_in_the_bucket() {
     drop(f);
     mnt.unmount();
 }
+
+/// The options /proc/self/mounts shows for the mount at `path`.
+fn mount_options(path: &std::path::Path) -> String {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == path.to_str())
+        .expect("mounted");
+    line.split(' ').nth(3).unwrap().to_string()
+}
+
+fn access(path: &std::path::Path, mode: i32) -> bool {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), mode) == 0 }
+}
+
+#[test]
+fn a_root_mount_answers_access_and_exec_as_root_and_the_option_brings_kernel_checks() {
+    let env = Env::new();
+    let mnt = env.mount();
+    // Only root gets into this mount, so the kernel's mode checks are left off.
+    assert!(!mount_options(&mnt.path).contains("default_permissions"));
+    let script = mnt.p("run.sh");
+    fs::write(&script, "#!/bin/sh\necho ran\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o400)).unwrap();
+    assert!(
+        access(&script, libc::R_OK | libc::W_OK),
+        "root may read and write"
+    );
+    assert!(!access(&script, libc::X_OK), "X_OK needs an x bit");
+    let refused = std::process::Command::new(&script).output().unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::PermissionDenied);
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o100)).unwrap();
+    assert!(access(&script, libc::X_OK));
+    // A parallel test's child may still hold our write descriptor (ETXTBSY) a moment.
+    let mut ran = None;
+    for _ in 0..100 {
+        match std::process::Command::new(&script).output() {
+            Ok(out) => {
+                ran = Some(out);
+                break;
+            }
+            Err(err) if err.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(err) => panic!("exec failed: {err}"),
+        }
+    }
+    assert_eq!(ran.expect("exec kept failing").stdout, b"ran\n");
+    // A directory with mode 000 is no obstacle to root, as on a local disk.
+    let closed = mnt.p("closed");
+    fs::create_dir(&closed).unwrap();
+    fs::set_permissions(&closed, fs::Permissions::from_mode(0o000)).unwrap();
+    fs::write(closed.join("inside.txt"), b"in").unwrap();
+    assert_eq!(fs::read_dir(&closed).unwrap().count(), 1);
+    assert!(access(&closed, libc::X_OK | libc::W_OK));
+    mnt.unmount();
+
+    let checked = env.mount_with(crate::support::BUCKET, &["-o", "default_permissions"]);
+    assert!(mount_options(&checked.path).contains("default_permissions"));
+    // With the kernel checking, root still reads anything and runs x-bit files.
+    assert!(access(&checked.p("run.sh"), libc::R_OK | libc::X_OK));
+    checked.unmount();
+}
