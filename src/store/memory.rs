@@ -11,8 +11,8 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
 use super::{
-    CompletedPart, Listing, Metadata, ObjectInfo, ObjectStore, ObjectSummary, StoreError,
-    StoreResult, StoreStats, WriteCondition,
+    CompletedPart, FileRange, Listing, Metadata, ObjectInfo, ObjectStore, ObjectSummary,
+    StoreError, StoreResult, StoreStats, WriteCondition,
 };
 
 #[derive(Debug, Clone)]
@@ -223,10 +223,17 @@ impl ObjectStore for MemoryStore {
         _key: &str,
         upload_id: &str,
         number: u32,
-        body: Bytes,
+        part: FileRange<'_>,
     ) -> StoreResult<CompletedPart> {
         StoreStats::count(&self.stats.parts, 1);
         self.injected_fault()?;
+        let mut body = vec![0u8; part.len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(
+            &std::fs::File::open(part.path)?,
+            &mut body,
+            part.offset,
+        )?;
+        let body = Bytes::from(body);
         StoreStats::count(&self.stats.bytes_uploaded, body.len() as u64);
         let mut uploads = self.uploads.lock();
         let upload = uploads

@@ -150,6 +150,14 @@ pub struct CompletedPart {
     pub etag: String,
 }
 
+/// Bytes `offset..offset + len` of a local file.
+#[derive(Debug, Clone, Copy)]
+pub struct FileRange<'a> {
+    pub path: &'a Path,
+    pub offset: u64,
+    pub len: u64,
+}
+
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     /// Lists every key under `prefix`; with `delimiter` groups deeper keys into prefixes.
@@ -193,12 +201,14 @@ pub trait ObjectStore: Send + Sync + 'static {
         cond: &WriteCondition,
     ) -> StoreResult<String>;
     async fn create_multipart(&self, key: &str, metadata: &Metadata) -> StoreResult<String>;
+    /// Uploads `len` bytes at `offset` of the local file at `path` as part `number`,
+    /// streamed from the file: parts in flight hold no buffers of their size.
     async fn upload_part(
         &self,
         key: &str,
         upload_id: &str,
         number: u32,
-        body: Bytes,
+        part: FileRange<'_>,
     ) -> StoreResult<CompletedPart>;
     async fn complete_multipart(
         &self,

@@ -1,16 +1,16 @@
 //! Carries out one planned job against the store: PUT, parallel multipart upload,
 //! server-side copy, delete.
 
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use crate::cache::Content;
 use crate::fs::plan::{Job, JobKind, Outcome};
 use crate::fs::{ConditionalWrites, Fs, HeadChecked};
-use crate::store::{CompletedPart, Metadata, ObjectStore, StoreError, StoreResult, WriteCondition};
+use crate::store::{
+    CompletedPart, FileRange, Metadata, ObjectStore, StoreError, StoreResult, WriteCondition,
+};
 
 use super::UploaderConfig;
 
@@ -209,7 +209,7 @@ async fn upload_multipart(
     result
 }
 
-/// Uploads parts with a bounded number in flight, so memory stays at parts * part size.
+/// Uploads parts with a bounded number in flight, each streamed from the cache file.
 async fn upload_parts(
     store: &Arc<dyn ObjectStore>,
     key: &str,
@@ -235,10 +235,12 @@ async fn upload_parts(
             );
             let number = next;
             in_flight.spawn(async move {
-                let body = tokio::task::spawn_blocking(move || read_exact(&content, offset, len))
-                    .await
-                    .map_err(|e| StoreError::Other(e.to_string()))??;
-                store.upload_part(&key, &upload_id, number, body).await
+                let part = FileRange {
+                    path: content.path(),
+                    offset,
+                    len,
+                };
+                store.upload_part(&key, &upload_id, number, part).await
             });
             next += 1;
         }
@@ -248,12 +250,6 @@ async fn upload_parts(
     }
     done.sort_by_key(|p| p.number);
     Ok(done)
-}
-
-fn read_exact(content: &Content, offset: u64, len: u64) -> StoreResult<Bytes> {
-    let mut buf = vec![0u8; len as usize];
-    content.file().read_exact_at(&mut buf, offset)?;
-    Ok(Bytes::from(buf))
 }
 
 #[cfg(test)]
