@@ -131,8 +131,9 @@ pub struct MountArgs {
     /// Seconds pending uploads get at unmount; the rest stays queued for the next mount.
     #[arg(long, default_value_t = 30)]
     pub unmount_timeout: u64,
-    /// Entries per listing whose metadata is fetched (HEAD) in the background; 0 = none.
-    #[arg(long, default_value_t = 1000)]
+    /// Of a listing with more unknown entries than --metadata-wait, how many get their
+    /// metadata (a HEAD each) in the background; 0 (default): it stays LIST-only.
+    #[arg(long, default_value_t = 0)]
     pub metadata_fill: usize,
     /// A listing with at most this many entries of unknown metadata waits for their HEADs
     /// (exact modes and mtimes in its first `ls -l`); larger ones are filled in the background.

@@ -113,7 +113,6 @@ impl Fs {
                 ChildKey::Unusable(why) => self.log_skipped(&object.key, why),
             }
         }
-        unknown.truncate(self.config.metadata_fill);
         unknown
     }
 
@@ -160,12 +159,19 @@ impl Fs {
     /// Looks up metadata of listed entries, a few at a time: before the listing returns
     /// for a small directory (so `ls -l` shows exact attributes at once), in the
     /// background for a large one (so its `ls -l` costs LIST requests only).
-    pub(super) fn fill_metadata(self: &Arc<Self>, entries: Vec<(u64, String)>) {
+    pub(super) fn fill_metadata(self: &Arc<Self>, mut entries: Vec<(u64, String)>) {
+        // A few unknown entries are waited for, so the first `ls -l` is exact; many stay
+        // as the LIST showed them (a HEAD each would be the s3fs cost), but for the
+        // first --metadata-fill, fetched in the background.
+        let wait = entries.len() <= self.config.metadata_wait;
+        if !wait {
+            entries.truncate(self.config.metadata_fill);
+        }
         if entries.is_empty() {
             return;
         }
-        let fill = self.clone().fill(entries.clone());
-        if entries.len() <= self.config.metadata_wait {
+        let fill = self.clone().fill(entries);
+        if wait {
             let timeout = self.config.request_timeout;
             let _ = self
                 .runtime

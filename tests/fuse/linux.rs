@@ -274,7 +274,7 @@ fn mount_wide_owner_and_modes_apply_to_objects_without_metadata() {
         &[
             "-o",
             "uid=1234,gid=2345,umask=027,ro",
-            "--metadata-fill",
+            "--metadata-wait",
             "0",
         ],
     );
