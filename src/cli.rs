@@ -132,11 +132,13 @@ pub struct MountArgs {
     #[arg(long, default_value_t = 30)]
     pub unmount_timeout: u64,
     /// Of a listing with more unknown entries than --metadata-wait, how many get their
-    /// metadata (a HEAD each) in the background; 0 (default): it stays LIST-only.
-    #[arg(long, default_value_t = 0)]
-    pub metadata_fill: usize,
+    /// metadata (a HEAD each) in the background. Default: none (LIST-only), or all with
+    /// --allow-other (other users' access is checked against the real modes).
+    #[arg(long)]
+    pub metadata_fill: Option<usize>,
     /// A listing with at most this many entries of unknown metadata waits for their HEADs
-    /// (exact modes and mtimes in its first `ls -l`); larger ones are filled in the background.
+    /// (exact modes and mtimes in its first `ls -l`); larger ones are LIST-only (see
+    /// --metadata-fill).
     #[arg(long, default_value_t = 100)]
     pub metadata_wait: usize,
     /// Seconds between listings of the bucket that bring in other clients' changes;
@@ -416,7 +418,11 @@ impl MountArgs {
             request_timeout: Duration::from_secs(self.request_timeout.max(1)),
             upload_delay: Duration::from_millis(self.upload_delay_ms),
             unmount_timeout: Duration::from_secs(self.unmount_timeout),
-            metadata_fill: self.metadata_fill,
+            metadata_fill: self.metadata_fill.unwrap_or(if self.allow_other {
+                usize::MAX
+            } else {
+                0
+            }),
             metadata_wait: self.metadata_wait,
             fsync_remote: self.fsync_remote,
             poll_interval: (self.poll_interval > 0)

@@ -45,6 +45,19 @@ pub struct FuseAdapter {
 }
 
 impl FuseAdapter {
+    /// A second look at an open by a user other than root: the kernel checked the
+    /// attributes it had, which are defaults where the object's metadata was unknown
+    /// (the open has just fetched it).
+    fn may_open(&self, req: &Request, ino: u64, flags: OpenFlags) -> bool {
+        let mask = match flags.acc_mode() {
+            OpenAccMode::O_RDONLY => libc::R_OK,
+            OpenAccMode::O_WRONLY => libc::W_OK,
+            _ => libc::R_OK | libc::W_OK,
+        };
+        self.fs
+            .getattr(ino)
+            .is_ok_and(|attr| crate::access::may_open(&attr, caller(req), req.pid(), mask))
+    }
     /// The entries of an open directory: listed afresh at offset 0, else the snapshot.
     fn listing(&self, ino: INodeNo, fh: FileHandle, offset: u64) -> Result<DirSnapshot, FsError> {
         if offset > 0 {
@@ -111,6 +124,7 @@ fn errno(op: &str, err: FsError) -> Errno {
         FsError::NameTooLong => libc::ENAMETOOLONG,
         FsError::NotSupported => libc::EOPNOTSUPP,
         FsError::NoSpace => libc::ENOSPC,
+        FsError::Access => libc::EACCES,
         FsError::Io(_) => libc::EIO,
     };
     if matches!(err, FsError::Io(_) | FsError::NoSpace) {
@@ -249,7 +263,9 @@ impl Filesystem for FuseAdapter {
     /// Asked only when the kernel does not check modes itself (no default_permissions).
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         match self.fs.getattr(ino.0) {
-            Ok(attr) if crate::access::allowed(&attr, caller(req), mask.bits()) => reply.ok(),
+            Ok(attr) if crate::access::allowed(&attr, caller(req), mask.bits(), |_| false) => {
+                reply.ok()
+            }
             Ok(_) => reply.error(Errno::EACCES),
             Err(err) => reply.error(errno("access", err)),
         }
@@ -387,17 +403,23 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let attach = self.attacher(|file| reply.open_backing(file));
-        let opened = self.fs.open_with(
+        let mut opened = self.fs.open_with(
             ino.0,
             writable,
             truncate,
             attach.as_ref().map(|a| a as Attach),
         );
         drop(attach);
+        if let (Ok(handle), true) = (&opened, req.uid() != 0) {
+            if !self.may_open(req, ino.0, flags) {
+                self.fs.release(handle.fh);
+                opened = Err(FsError::Access);
+            }
+        }
         match opened {
             Ok(Opened {
                 fh,

@@ -20,6 +20,8 @@ pub enum FsError {
     NotSupported,
     #[error("no space left in the cache")]
     NoSpace,
+    #[error("permission denied")]
+    Access,
     #[error("I/O error: {0}")]
     Io(String),
 }

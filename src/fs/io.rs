@@ -73,7 +73,7 @@ impl Fs {
                 .map_or(0, |i| i.open_handles.saturating_sub(1));
             self.try_direct(&mut tree, ino, writable, others, attach)
         };
-        let fh = self.new_handle(ino, writable, direct.is_some());
+        let fh = self.new_handle(ino, writable, direct.is_some(), false);
         Ok(Opened { fh, direct })
     }
 
@@ -112,11 +112,17 @@ impl Fs {
             if handle.writable {
                 inode.open_writers = inode.open_writers.saturating_sub(1);
             }
+            if handle.unflushed {
+                inode.unflushed_writers = inode.unflushed_writers.saturating_sub(1);
+            }
         }
         // The debounce counts from the close of a changed file, and the close is
         // the durability point: the record of a closed file survives a crash.
-        if tree.dirty().contains_key(&handle.ino) {
+        let dirty = tree.dirty().contains_key(&handle.ino);
+        if dirty {
             tree.mark_dirty(handle.ino);
+        }
+        if dirty || handle.unflushed {
             self.persist(&mut tree, handle.ino);
         }
         tree.forget_if_unused(handle.ino);

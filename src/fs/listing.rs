@@ -1,5 +1,6 @@
 //! Merging the bucket's listing of a directory into the namespace (LIST only), and
-//! the bounded background fill of metadata that a listing cannot carry.
+//! the HEADs for the metadata a listing cannot carry: waited for in a small listing,
+//! in the background for --metadata-fill entries of a large one.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,6 +14,14 @@ use super::{Fs, FsError, FsResult};
 /// Concurrent HEADs of one background fill.
 const FILL_PARALLEL: usize = 8;
 
+/// The unknown entries of one listing that get a HEAD, and whether the listing waits
+/// for them.
+#[derive(Debug, Default)]
+pub struct Fill {
+    pub entries: Vec<(u64, String)>,
+    pub wait: bool,
+}
+
 impl Fs {
     /// Makes sure the bucket's entries of directory `ino` are in the namespace.
     pub(super) fn ensure_listed(self: &Arc<Self>, ino: u64) -> FsResult<()> {
@@ -23,7 +32,7 @@ impl Fs {
                 return Err(FsError::NotDir);
             }
             if inode.listed {
-                let owed = !inode.fill_on_read.is_empty();
+                let owed = !inode.fill_on_read.entries.is_empty();
                 drop(tree);
                 if owed {
                     self.fill_on_first_use(ino);
@@ -38,8 +47,15 @@ impl Fs {
         let _one_listing = self.listing.lock();
         {
             let mut tree = self.tree.lock();
-            if tree.get(ino).is_none_or(|i| i.listed) {
-                return Ok(());
+            match tree.get(ino) {
+                None => return Ok(()),
+                // Listed meanwhile (by the poll, say): its owed lookups are done now.
+                Some(inode) if inode.listed => {
+                    drop(tree);
+                    self.fill_owed(ino);
+                    return Ok(());
+                }
+                Some(_) => {}
             }
             tree.deleted_during_listing = Some(Default::default());
         }
@@ -58,7 +74,10 @@ impl Fs {
             }
             to_fill
         };
-        self.fill_metadata(to_fill);
+        self.fill_metadata(self.select_fill(to_fill));
+        // The poll may have filled the directory while this LIST was out: its entries
+        // are in, but their lookups are owed.
+        self.fill_owed(ino);
         Ok(())
     }
 
@@ -156,28 +175,33 @@ impl Fs {
         }
     }
 
-    /// Looks up metadata of listed entries, a few at a time: before the listing returns
-    /// for a small directory (so `ls -l` shows exact attributes at once), in the
-    /// background for a large one (so its `ls -l` costs LIST requests only).
-    pub(super) fn fill_metadata(self: &Arc<Self>, mut entries: Vec<(u64, String)>) {
-        // A few unknown entries are waited for, so the first `ls -l` is exact; many stay
-        // as the LIST showed them (a HEAD each would be the s3fs cost), but for the
-        // first --metadata-fill, fetched in the background.
-        let wait = entries.len() <= self.config.metadata_wait;
+    /// A few unknown entries are waited for, so the first `ls -l` is exact; many stay as
+    /// the LIST showed them (a HEAD each is the s3fs cost) but for the first
+    /// --metadata-fill, fetched in the background.
+    pub(super) fn select_fill(&self, mut unknown: Vec<(u64, String)>) -> Fill {
+        let wait = unknown.len() <= self.config.metadata_wait;
         if !wait {
-            entries.truncate(self.config.metadata_fill);
+            unknown.truncate(self.config.metadata_fill);
         }
-        if entries.is_empty() {
+        Fill {
+            entries: unknown,
+            wait,
+        }
+    }
+
+    /// Looks up the metadata of listed entries, a few at a time.
+    pub(super) fn fill_metadata(self: &Arc<Self>, fill: Fill) {
+        if fill.entries.is_empty() {
             return;
         }
-        let fill = self.clone().fill(entries);
-        if wait {
+        let work = self.clone().fill(fill.entries);
+        if fill.wait {
             let timeout = self.config.request_timeout;
             let _ = self
                 .runtime
-                .block_on(async move { tokio::time::timeout(timeout, fill).await });
+                .block_on(async move { tokio::time::timeout(timeout, work).await });
         } else {
-            self.runtime.spawn(fill);
+            self.runtime.spawn(work);
         }
     }
 

@@ -50,7 +50,7 @@ pub struct FsConfig {
     pub defaults: DefaultAttrs,
     /// Upper bound on any one network wait made on behalf of a caller.
     pub request_timeout: Duration,
-    /// How many entries a listing may look up (HEAD) in the background for their metadata.
+    /// How many entries of a large listing are looked up (HEAD) in the background.
     pub metadata_fill: usize,
     /// Listings with at most this many such entries wait for their metadata.
     pub metadata_wait: usize,
@@ -78,6 +78,8 @@ struct OpenHandle {
     writable: bool,
     /// The kernel sends this handle's I/O straight to the cache file.
     direct: bool,
+    /// Opened by CREATE: no FLUSH comes at its close.
+    unflushed: bool,
 }
 
 pub struct Fs {
@@ -224,7 +226,7 @@ impl Fs {
         tree.get(ino).map(|i| i.attr).ok_or(FsError::NotFound)
     }
 
-    fn new_handle(&self, ino: u64, writable: bool, direct: bool) -> u64 {
+    fn new_handle(&self, ino: u64, writable: bool, direct: bool, unflushed: bool) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(
             fh,
@@ -232,6 +234,7 @@ impl Fs {
                 ino,
                 writable,
                 direct,
+                unflushed,
             },
         );
         fh

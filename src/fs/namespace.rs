@@ -128,20 +128,23 @@ impl Fs {
         attach: Option<Attach>,
     ) -> FsResult<(Attr, Opened)> {
         let content = self.cache.create(0, RangeSet::full())?;
+        // Open from the start (under the lock that inserts it): the uploader never
+        // sees it closed before its RELEASE.
         let ino = self.add_node(parent, name, NodeKind::File, mode, caller, |inode| {
             inode.content = Some(content);
             inode.data_version = 1;
+            inode.open_handles = 1;
+            inode.open_writers = 1;
+            inode.unflushed_writers = 1;
         })?;
         let (attr, direct) = {
             let mut tree = self.tree.lock();
             let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
-            inode.open_handles += 1;
-            inode.open_writers += 1;
             let attr = inode.attr;
             let direct = self.try_direct(&mut tree, ino, true, 0, attach);
             (attr, direct)
         };
-        let fh = self.new_handle(ino, true, direct.is_some());
+        let fh = self.new_handle(ino, true, direct.is_some(), true);
         Ok((attr, Opened { fh, direct }))
     }
 

@@ -41,7 +41,11 @@ impl Fs {
             return;
         }
         let path = tree.path(ino).map(|p| p.join("/"));
-        let wanted = path.filter(|_| tree.dirty().contains_key(&ino));
+        // A file with a writer whose close sends no FLUSH keeps its record even when
+        // the bucket has caught up (an fsync): writes after that upload are recorded
+        // only at the RELEASE, and a restart must then take the cache file as it is.
+        let unflushed = tree.get(ino).is_some_and(|i| i.unflushed_writers > 0);
+        let wanted = path.filter(|_| tree.dirty().contains_key(&ino) || unflushed);
         let old = tree.persisted.get(&ino).map(|r| r.path.clone());
         if let Some(old) = old.filter(|o| wanted.as_ref() != Some(o)) {
             tracing::debug!(path = %old, "record removed");
@@ -77,10 +81,11 @@ impl Fs {
                 .as_ref()
                 .map(|c| c.present_spans())
                 .unwrap_or_default(),
-            data_dirty: inode
-                .stored
-                .as_ref()
-                .is_none_or(|s| s.data_version != inode.data_version),
+            data_dirty: unflushed
+                || inode
+                    .stored
+                    .as_ref()
+                    .is_none_or(|s| s.data_version != inode.data_version),
             meta_dirty: inode
                 .stored
                 .as_ref()
@@ -179,12 +184,12 @@ impl Fs {
             },
             None => None,
         };
-        // A file made here and never uploaded lives wholly in its cache file, which may
-        // have grown after the last record (the daemon died between a close and its
-        // RELEASE): the file's own size is the truth.
-        if let (None, Some(content)) = (&record.base, &content) {
+        // A changed file whose bytes are all local may have been written after its last
+        // record (the daemon died between a close without FLUSH and its RELEASE): its
+        // cache file, always as long as the file, is the truth.
+        if let (true, Some(content)) = (record.data_dirty, &content) {
             if let Ok(meta) = content.file().metadata() {
-                if meta.len() != size {
+                if meta.len() != size && content.is_complete(meta.len().max(size)) {
                     tracing::info!(path = %record.path, recorded = size, found = meta.len(),
                         "size taken from the cache file");
                     size = meta.len();

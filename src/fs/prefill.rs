@@ -2,12 +2,13 @@
 //! so a directory nobody has listed yet is filled from that listing and its first
 //! `ls -l` needs no LIST. The metadata a listing cannot carry is looked up on first
 //! use, as if it had been listed then: waited for in a small directory (exact modes
-//! at once), in the background for a large one.
+//! at once), in the background for --metadata-fill entries of a large one.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::store::{Listing, ObjectSummary};
 
+use super::listing::Fill;
 use super::tree::Tree;
 use super::Fs;
 
@@ -54,7 +55,7 @@ impl Fs {
                 continue;
             };
             inode.listed = true;
-            inode.fill_on_read = unknown;
+            inode.fill_on_read = self.select_fill(unknown);
             let subdirs = inode.children.iter().flat_map(|c| c.values().copied());
             let subdirs: Vec<u64> = subdirs.collect();
             queue.extend(
@@ -103,12 +104,24 @@ impl Fs {
 
     /// The metadata lookups a filled directory was owed, on its first use.
     pub(super) fn fill_on_first_use(self: &std::sync::Arc<Self>, dir: u64) {
-        let owed = self
-            .tree
-            .lock()
-            .get_mut(dir)
-            .map(|i| std::mem::take(&mut i.fill_on_read))
-            .unwrap_or_default();
+        let _one_listing = self.listing.lock();
+        self.fill_owed(dir);
+    }
+
+    /// The same, with the listing lock held. The lookups stay owed until they are done,
+    /// so a concurrent first use waits for them (on the listing lock) instead of
+    /// answering with default modes.
+    pub(super) fn fill_owed(self: &std::sync::Arc<Self>, dir: u64) {
+        let owed = self.tree.lock().get(dir).map(|i| Fill {
+            entries: i.fill_on_read.entries.clone(),
+            wait: i.fill_on_read.wait,
+        });
+        let Some(owed) = owed.filter(|f| !f.entries.is_empty()) else {
+            return;
+        };
         self.fill_metadata(owed);
+        if let Some(inode) = self.tree.lock().get_mut(dir) {
+            inode.fill_on_read = Fill::default();
+        }
     }
 }

@@ -65,7 +65,11 @@ impl Fs {
             (changes, to_fill)
         };
         self.tell_kernel(changes);
-        self.fill_metadata(to_fill);
+        // The poll waits for nobody: even a small directory's entries fill behind it.
+        self.fill_metadata(super::listing::Fill {
+            entries: to_fill,
+            wait: false,
+        });
     }
 
     /// Files whose bucket version this mount knows: unchanged, changed or deleted.
@@ -189,7 +193,8 @@ impl Fs {
                 let name = key[prefix.len()..].trim_end_matches('/');
                 changes.push(KernelChange::Entry(dir, name.to_string()));
             }
-            to_fill.extend(self.merge_listing(tree, dir, prefix, &listing));
+            let unknown = self.merge_listing(tree, dir, prefix, &listing);
+            to_fill.extend(self.select_fill(unknown).entries);
         }
         to_fill
     }

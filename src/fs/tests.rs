@@ -426,6 +426,34 @@ fn a_created_file_whose_release_never_came_survives_a_crash() {
 }
 
 #[test]
+fn writes_after_an_fsync_upload_survive_a_crash_before_the_release() {
+    let h = harness_with("", |_| {});
+    let (attr, _fh) = h.fs.create(ROOT, "log.txt", 0o644, ME).unwrap();
+    h.fs.write(attr.ino, 0, b"first").unwrap();
+    h.fs.fsync(attr.ino).unwrap();
+    h.flush(); // the bucket has "first" while the file is still open
+    assert_eq!(h.store.body("log.txt").unwrap().as_ref(), b"first");
+    h.fs.write(attr.ino, 5, b", then more").unwrap();
+    // Closed without FLUSH (a created file), and the daemon dies before the RELEASE.
+    let Harness {
+        store,
+        _dir: dir,
+        fs,
+        runtime,
+    } = h;
+    drop(fs);
+    drop(runtime);
+
+    let h = start("", store, dir);
+    assert_eq!(h.read_all(ROOT, "log.txt"), b"first, then more");
+    h.flush();
+    assert_eq!(
+        h.store.body("log.txt").unwrap().as_ref(),
+        b"first, then more"
+    );
+}
+
+#[test]
 fn replacing_then_removing_a_file_deletes_the_replaced_object() {
     let h = harness_with("", |s| {
         s.insert("target", b"old target", Metadata::new());

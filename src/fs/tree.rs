@@ -59,6 +59,9 @@ pub struct Inode {
     pub meta_version: u64,
     pub open_handles: u32,
     pub open_writers: u32,
+    /// Writers opened by CREATE: the kernel sends no FLUSH at their close, so until
+    /// their RELEASE the record stays and says "changed" (see persist).
+    pub unflushed_writers: u32,
     /// Removed from the namespace; lives on while handles are open.
     pub unlinked: bool,
     /// When the bucket last confirmed `stored` (a listing or a HEAD).
@@ -67,7 +70,7 @@ pub struct Inode {
     pub direct: Option<super::direct::DirectOpen>,
     /// Directories filled from the poll: entries whose metadata to look up (HEAD)
     /// on the directory's first use.
-    pub fill_on_read: Vec<(u64, String)>,
+    pub fill_on_read: super::listing::Fill,
 }
 
 impl Inode {
@@ -86,10 +89,11 @@ impl Inode {
             meta_version: 0,
             open_handles: 0,
             open_writers: 0,
+            unflushed_writers: 0,
             unlinked: false,
             checked: None,
             direct: None,
-            fill_on_read: Vec::new(),
+            fill_on_read: Default::default(),
         }
     }
 

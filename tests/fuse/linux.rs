@@ -416,3 +416,50 @@ fn set_mtime(path: &Path, mtime: libc::timespec) {
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
     assert_eq!(rc, 0, "utimensat {}", path.display());
 }
+
+#[test]
+fn with_allow_other_a_private_object_in_a_list_only_directory_stays_private() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    // Other users must reach the mountpoint inside the test's private directory.
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    env.put(
+        "shared/private.txt",
+        b"secret",
+        &[("mode", "33152"), ("uid", "0")],
+    ); // 0600
+    env.put("shared/public.txt", b"hello", &[]);
+    // LIST-only: the kernel first sees default modes (0644) for both.
+    let mnt = env.mount_with(
+        BUCKET,
+        &[
+            "-o",
+            "allow_other",
+            "--metadata-wait",
+            "0",
+            "--metadata-fill",
+            "0",
+        ],
+    );
+    let cat_as_nobody = |name: &str| {
+        Command::new("cat")
+            .arg(mnt.p(name))
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    let public = cat_as_nobody("shared/public.txt");
+    assert!(public.status.success(), "{}", text(&public));
+    assert_eq!(public.stdout, b"hello");
+    let private = cat_as_nobody("shared/private.txt");
+    assert!(!private.status.success(), "another user read a 0600 file");
+    assert!(
+        text(&private).contains("Permission denied"),
+        "{}",
+        text(&private)
+    );
+    // Its owner (root) still reads it.
+    assert_eq!(fs::read(mnt.p("shared/private.txt")).unwrap(), b"secret");
+    mnt.unmount();
+}
