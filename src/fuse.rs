@@ -47,17 +47,21 @@ pub struct FuseAdapter {
 impl FuseAdapter {
     /// A second look at an open by a user other than root: the kernel checked the
     /// attributes it had, which are defaults where the object's metadata was unknown
-    /// (the open has just fetched it).
-    fn may_open(&self, req: &Request, ino: u64, flags: OpenFlags) -> bool {
+    /// (this fetches it).
+    fn may_open(&self, req: &Request, ino: u64, flags: OpenFlags) -> Result<(), FsError> {
         let mask = match flags.acc_mode() {
             OpenAccMode::O_RDONLY => libc::R_OK,
             OpenAccMode::O_WRONLY => libc::W_OK,
             _ => libc::R_OK | libc::W_OK,
         };
-        self.fs
-            .getattr(ino)
-            .is_ok_and(|attr| crate::access::may_open(&attr, caller(req), req.pid(), mask))
+        let attr = self.fs.attr_for_open(ino)?;
+        if crate::access::may_open(&attr, caller(req), req.pid(), mask) {
+            Ok(())
+        } else {
+            Err(FsError::Access)
+        }
     }
+
     /// The entries of an open directory: listed afresh at offset 0, else the snapshot.
     fn listing(&self, ino: INodeNo, fh: FileHandle, offset: u64) -> Result<DirSnapshot, FsError> {
         if offset > 0 {
@@ -404,22 +408,22 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // Before anything is opened or truncated.
+        if req.uid() != 0 {
+            if let Err(err) = self.may_open(req, ino.0, flags) {
+                return reply.error(errno("open", err));
+            }
+        }
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let attach = self.attacher(|file| reply.open_backing(file));
-        let mut opened = self.fs.open_with(
+        let opened = self.fs.open_with(
             ino.0,
             writable,
             truncate,
             attach.as_ref().map(|a| a as Attach),
         );
         drop(attach);
-        if let (Ok(handle), true) = (&opened, req.uid() != 0) {
-            if !self.may_open(req, ino.0, flags) {
-                self.fs.release(handle.fh);
-                opened = Err(FsError::Access);
-            }
-        }
         match opened {
             Ok(Opened {
                 fh,

@@ -77,6 +77,13 @@ impl Fs {
         Ok(Opened { fh, direct })
     }
 
+    /// The attributes an open will see: the file is checked against the bucket first
+    /// (one HEAD when its metadata is unknown or its version not confirmed lately).
+    pub fn attr_for_open(self: &Arc<Self>, ino: u64) -> FsResult<Attr> {
+        self.revalidate_at_open(ino)?;
+        self.getattr(ino)
+    }
+
     /// Undoes the counting of an open that failed.
     fn forget_open(&self, ino: u64, writable: bool) {
         let mut tree = self.tree.lock();

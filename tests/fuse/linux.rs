@@ -429,12 +429,17 @@ fn with_allow_other_a_private_object_in_a_list_only_directory_stays_private() {
         &[("mode", "33152"), ("uid", "0")],
     ); // 0600
     env.put("shared/public.txt", b"hello", &[]);
-    // LIST-only: the kernel first sees default modes (0644) for both.
+    env.put(
+        "shared/rootonly.txt",
+        b"keep",
+        &[("mode", "33188"), ("uid", "0")],
+    ); // 0644
+       // LIST-only: the kernel first sees the default mode (0666 with umask=000) for all.
     let mnt = env.mount_with(
         BUCKET,
         &[
             "-o",
-            "allow_other",
+            "allow_other,umask=000",
             "--metadata-wait",
             "0",
             "--metadata-fill",
@@ -461,5 +466,18 @@ fn with_allow_other_a_private_object_in_a_list_only_directory_stays_private() {
     );
     // Its owner (root) still reads it.
     assert_eq!(fs::read(mnt.p("shared/private.txt")).unwrap(), b"secret");
+    // Refused before anything happens: an O_TRUNC open by another user truncates nothing.
+    let truncate = Command::new("sh")
+        .arg("-c")
+        .arg(format!(": > {}", mnt.p("shared/rootonly.txt").display()))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(
+        !truncate.status.success(),
+        "another user truncated a 0644 file"
+    );
+    assert_eq!(fs::read(mnt.p("shared/rootonly.txt")).unwrap(), b"keep");
     mnt.unmount();
 }
