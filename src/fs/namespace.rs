@@ -139,8 +139,7 @@ impl Fs {
         })?;
         let (attr, direct) = {
             let mut tree = self.tree.lock();
-            let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
-            let attr = inode.attr;
+            let attr = tree.get(ino).ok_or(FsError::NotFound)?.attr;
             let direct = self.try_direct(&mut tree, ino, true, 0, attach);
             (attr, direct)
         };

@@ -77,6 +77,19 @@ fn harness() -> Harness {
 }
 
 impl Harness {
+    /// A crash and a new start: the process gone, the cache dir, state and bucket kept.
+    fn crash_and_restart(self) -> Harness {
+        let Harness {
+            store,
+            _dir: dir,
+            fs,
+            runtime,
+        } = self;
+        drop(fs);
+        drop(runtime);
+        start("", store, dir)
+    }
+
     /// Uploads everything pending, as unmount does.
     fn flush(&self) {
         let uploader = Uploader::new(self.fs.clone(), UploaderConfig::default());
@@ -365,17 +378,8 @@ fn changes_not_yet_uploaded_survive_a_restart() {
     h.fs.write(big.ino, 1 << 20, b"patched").unwrap();
     h.fs.release(fh);
     // A crash: nothing uploaded, the process gone, the cache dir and state kept.
-    let Harness {
-        store,
-        _dir: dir,
-        fs,
-        runtime,
-    } = h;
-    drop(fs);
-    drop(runtime);
-    assert_eq!(store.stats().snapshot().puts, 0);
-
-    let h = start("", store, dir);
+    assert_eq!(h.store.stats().snapshot().puts, 0);
+    let h = h.crash_and_restart();
     let names: Vec<String> =
         h.fs.readdir(ROOT)
             .unwrap()
@@ -404,16 +408,7 @@ fn a_created_file_whose_release_never_came_survives_a_crash() {
     let (attr, _fh) = h.fs.create(ROOT, "new.txt", 0o640, ME).unwrap();
     h.fs.write(attr.ino, 0, b"written before the crash")
         .unwrap();
-    let Harness {
-        store,
-        _dir: dir,
-        fs,
-        runtime,
-    } = h;
-    drop(fs);
-    drop(runtime);
-
-    let h = start("", store, dir);
+    let h = h.crash_and_restart();
     let restored = h.fs.lookup(ROOT, "new.txt").unwrap();
     assert_eq!((restored.size, restored.perm), (24, 0o640));
     assert_eq!(h.read_all(ROOT, "new.txt"), b"written before the crash");
@@ -435,16 +430,7 @@ fn writes_after_an_fsync_upload_survive_a_crash_before_the_release() {
     assert_eq!(h.store.body("log.txt").unwrap().as_ref(), b"first");
     h.fs.write(attr.ino, 5, b", then more").unwrap();
     // Closed without FLUSH (a created file), and the daemon dies before the RELEASE.
-    let Harness {
-        store,
-        _dir: dir,
-        fs,
-        runtime,
-    } = h;
-    drop(fs);
-    drop(runtime);
-
-    let h = start("", store, dir);
+    let h = h.crash_and_restart();
     assert_eq!(h.read_all(ROOT, "log.txt"), b"first, then more");
     h.flush();
     assert_eq!(
