@@ -22,6 +22,10 @@ struct Args {
     /// Buckets to create at start.
     #[arg(long)]
     bucket: Vec<String>,
+    /// Milliseconds every request waits before it is handled, to play a server that
+    /// far away (benchmarks).
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
 }
 
 #[tokio::main]
@@ -35,7 +39,15 @@ async fn main() -> std::io::Result<()> {
     for bucket in &args.bucket {
         backend.create_bucket(bucket);
     }
-    let server = Server::start(backend, args.addr, &args.access_key, &args.secret_key).await?;
+    let latency = std::time::Duration::from_millis(args.latency_ms);
+    let server = Server::start_with_latency(
+        backend,
+        args.addr,
+        &args.access_key,
+        &args.secret_key,
+        latency,
+    )
+    .await?;
     println!("listening on {}", server.endpoint());
     std::io::stdout().flush()?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -2,6 +2,11 @@
 //! tests can simulate the endpoint going away and coming back on the same port.
 
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::{service_fn, Service};
+use hyper::Request;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -26,11 +31,32 @@ impl Server {
         access_key: &str,
         secret_key: &str,
     ) -> std::io::Result<Server> {
-        let service = {
+        Server::start_with_latency(backend, addr, access_key, secret_key, Duration::ZERO).await
+    }
+
+    /// Like `start`, but every request waits `latency` before it is handled: a server
+    /// that far away (one round trip per request), for benchmarks on 127.0.0.1.
+    pub async fn start_with_latency(
+        backend: Backend,
+        addr: SocketAddr,
+        access_key: &str,
+        secret_key: &str,
+        latency: Duration,
+    ) -> std::io::Result<Server> {
+        let s3 = {
             let mut builder = S3ServiceBuilder::new(backend);
             builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
             builder.build()
         };
+        let service = service_fn(move |request: Request<Incoming>| {
+            let response = Service::call(&s3, request);
+            async move {
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency).await;
+                }
+                response.await
+            }
+        });
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
