@@ -1,13 +1,18 @@
 //! File data and attributes: open, read, write, setattr, fsync, release.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::cache::{Content, RangeSet, RemoteSource};
 
 use super::direct::{Attach, KernelFile};
 use super::tree::{Attr, NodeKind, Tree};
 use super::{Fs, FsError, FsResult};
+
+/// From this size (the multipart threshold) a closed file goes up after
+/// `LARGE_FILE_WAIT` instead of the whole debounce.
+const LARGE_FILE: u64 = 16 << 20;
+const LARGE_FILE_WAIT: Duration = Duration::from_millis(100);
 
 /// An open handle, with the kernel's part when its I/O goes straight to the cache file.
 pub struct Opened {
@@ -126,15 +131,30 @@ impl Fs {
         // The debounce counts from the close of a changed file, and the close is
         // the durability point: the record of a closed file survives a crash.
         let dirty = tree.dirty().contains_key(&handle.ino);
+        let wait = self.upload_wait_after_close(&tree, handle.ino);
         if dirty {
-            tree.mark_dirty(handle.ino);
+            let head_start = self.wake.debounce().saturating_sub(wait);
+            let now = Instant::now();
+            tree.mark_dirty_at(handle.ino, now.checked_sub(head_start).unwrap_or(now));
         }
         if dirty || handle.unflushed {
             self.persist(&mut tree, handle.ino);
         }
         tree.forget_if_unused(handle.ino);
         drop(tree);
-        self.wake.changed();
+        self.wake.changed_due_in(wait);
+    }
+
+    /// How long a closed file waits before it goes up: the debounce, but at most
+    /// `LARGE_FILE_WAIT` for a large file. Its upload takes many times the debounce,
+    /// which would only add to its time to the bucket, while the rename or attribute
+    /// change that often follows a close (rsync, `cp -p`) comes within milliseconds.
+    fn upload_wait_after_close(&self, tree: &Tree, ino: u64) -> Duration {
+        let debounce = self.wake.debounce();
+        match tree.get(ino) {
+            Some(inode) if inode.attr.size >= LARGE_FILE => debounce.min(LARGE_FILE_WAIT),
+            _ => debounce,
+        }
     }
 
     /// The content file of `ino`, created on first use, and where absent bytes come from.

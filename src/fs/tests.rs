@@ -457,6 +457,33 @@ fn replacing_then_removing_a_file_deletes_the_replaced_object() {
     assert!(h.store.keys().is_empty(), "left: {:?}", h.store.keys());
 }
 
+#[test]
+fn a_closed_large_file_goes_up_without_waiting_the_whole_debounce() {
+    let h = harness();
+    let debounce = Duration::from_secs(60);
+    h.fs.wake.set_debounce(debounce);
+    let before = std::time::Instant::now();
+    let (large, fh) = h.fs.create(ROOT, "large.bin", 0o644, ME).unwrap();
+    h.fs.write(large.ino, (16 << 20) - 1, b"x").unwrap();
+    h.fs.release(fh);
+    let after = std::time::Instant::now();
+    let due = h.fs.first_due(debounce).unwrap();
+    let wait = Duration::from_millis(100);
+    assert!(
+        before + wait <= due && due <= after + wait,
+        "due {:?} after the close",
+        due.duration_since(before)
+    );
+    h.write_file(ROOT, "small.txt", b"small");
+    std::thread::sleep(wait);
+    let planned: Vec<String> =
+        h.fs.plan(debounce, false, &NothingBusy, usize::MAX)
+            .into_iter()
+            .map(|job| job.key)
+            .collect();
+    assert_eq!(planned, ["large.bin"], "the small file waits the debounce");
+}
+
 struct NothingBusy;
 
 impl crate::fs::plan::Busy for NothingBusy {

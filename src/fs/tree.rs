@@ -317,11 +317,16 @@ impl Tree {
     }
 
     pub fn mark_dirty(&mut self, ino: u64) {
-        let now = Instant::now();
-        if let Some(old) = self.dirty.insert(ino, now) {
+        self.mark_dirty_at(ino, Instant::now());
+    }
+
+    /// Records a change of `ino` as made at `at`: a time before now makes its
+    /// debounce end that much sooner.
+    pub fn mark_dirty_at(&mut self, ino: u64, at: Instant) {
+        if let Some(old) = self.dirty.insert(ino, at) {
             self.dirty_by_time.remove(&(old, ino));
         }
-        self.dirty_by_time.insert((now, ino));
+        self.dirty_by_time.insert((at, ino));
     }
 
     /// The bucket holds `ino` as it is (or it needs no object any more).

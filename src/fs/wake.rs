@@ -41,7 +41,13 @@ impl UploadWake {
     /// A change that is due after the debounce: wakes the uploader only if it would
     /// otherwise look later than that.
     pub fn changed(&self) {
-        let due = self.ns(Instant::now()) + self.debounce.load(Ordering::Relaxed);
+        self.changed_due_in(self.debounce());
+    }
+
+    /// A change that is due after `wait`: wakes the uploader only if it would
+    /// otherwise look later than that.
+    pub fn changed_due_in(&self, wait: Duration) {
+        let due = self.ns(Instant::now()) + wait.as_nanos() as u64;
         let next = self.next_look.load(Ordering::SeqCst);
         if next == 0 || due < next {
             self.notify.notify_one();
@@ -52,6 +58,10 @@ impl UploadWake {
     pub fn set_debounce(&self, debounce: Duration) {
         self.debounce
             .store(debounce.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn debounce(&self) -> Duration {
+        Duration::from_nanos(self.debounce.load(Ordering::Relaxed))
     }
 
     /// The uploader will look again at `at` at the latest.
