@@ -28,6 +28,12 @@ pub struct RemoteSource {
 const BLOCK: u64 = 1 << 20;
 /// Readahead grows on sequential reads up to this window.
 const MAX_READAHEAD: u64 = 64 << 20;
+/// From this window on, a background stream fetches ahead of the reader (see
+/// `stream_ahead`) and reads fetch only their own bytes when the stream lags.
+const STREAM_FROM: u64 = MAX_READAHEAD / 4;
+/// The stream asks for no less at once (but at the end of the file, or for bytes the
+/// reader waits for): many small GETs cost more than a few large ones.
+const STREAM_CHUNK: u64 = 4 << 20;
 
 pub struct Content {
     path: PathBuf,
@@ -50,8 +56,11 @@ pub struct Content {
     charged: AtomicU64,
     /// Readers and writers at work: eviction leaves a pinned file alone.
     pins: AtomicUsize,
-    /// A background fetch of the next readahead window is under way.
+    /// A background stream fetching ahead of a sequential reader is under way.
     prefetching: AtomicBool,
+    /// Readers waiting for the fetch turn for bytes the stream will not bring (another
+    /// part of the file): the stream ends early for them.
+    passed_by: AtomicUsize,
 }
 
 /// Keeps a file's data from being evicted while it lives.
@@ -96,6 +105,7 @@ impl Content {
             charged: AtomicU64::new(0),
             pins: AtomicUsize::new(0),
             prefetching: AtomicBool::new(false),
+            passed_by: AtomicUsize::new(0),
         };
         content.recount();
         content
@@ -222,12 +232,17 @@ impl Content {
         }
         let _pinned = self.pin();
         let window = self.readahead_window(offset, end);
-        let wanted_end = align_up(end, BLOCK).saturating_add(window).min(len);
-        self.ensure(
+        // Once streamed to, a reader fetches only its own bytes, and only if the stream
+        // lags or has not started.
+        let in_stream = window >= STREAM_FROM;
+        let ahead = if in_stream { 0 } else { window };
+        let wanted_end = align_up(end, BLOCK).saturating_add(ahead).min(len);
+        self.ensure_for(
             align_down(offset, BLOCK)..wanted_end,
             offset..end,
             source,
             fetcher,
+            in_stream,
         )?;
         self.read_present(offset, (end - offset) as usize)
     }
@@ -273,6 +288,19 @@ impl Content {
         source: Option<&RemoteSource>,
         fetcher: &Fetcher,
     ) -> io::Result<()> {
+        self.ensure_for(wanted, needed, source, fetcher, false)
+    }
+
+    /// `ensure`, for a reader the stream may be fetching for (`in_stream`): it waits
+    /// for the stream rather than ending it.
+    fn ensure_for(
+        &self,
+        wanted: Range<u64>,
+        needed: Range<u64>,
+        source: Option<&RemoteSource>,
+        fetcher: &Fetcher,
+        in_stream: bool,
+    ) -> io::Result<()> {
         if self.present.lock().contains(needed.clone()) {
             return Ok(());
         }
@@ -281,18 +309,11 @@ impl Content {
             return Ok(());
         };
         let _pinned = self.pin();
-        {
-            let mut busy = self.fetching.lock();
-            while *busy {
-                if self.present.lock().contains(needed.clone()) {
-                    return Ok(());
-                }
-                // A bounded wait: a piece may land between the check and the wait.
-                self.arrived.wait_for(&mut busy, Duration::from_millis(20));
-            }
-            *busy = true;
-        }
-        let _one_fetch = FetchTurn(self);
+        let Some(_one_fetch) =
+            self.fetch_turn(!in_stream, || self.present.lock().contains(needed.clone()))
+        else {
+            return Ok(());
+        };
         let limit = source.size;
         let clamp = |r: Range<u64>| r.start.min(limit)..r.end.min(limit);
         let gaps: Vec<Range<u64>> = self
@@ -310,6 +331,35 @@ impl Content {
         });
         self.recount();
         fetched
+    }
+
+    /// This file's fetch turn, once the fetch holding it ends; None if `done` turns
+    /// true meanwhile (another fetch brought what the caller needed). A caller
+    /// `passing_by` a stream (it needs bytes elsewhere) makes the stream end early.
+    fn fetch_turn(&self, passing_by: bool, done: impl Fn() -> bool) -> Option<FetchTurn<'_>> {
+        let mut busy = self.fetching.lock();
+        if !*busy {
+            *busy = true;
+            return Some(FetchTurn(self));
+        }
+        if passing_by {
+            self.passed_by.fetch_add(1, Ordering::SeqCst);
+        }
+        let turn = loop {
+            if done() {
+                break None;
+            }
+            // A bounded wait: a piece may land between the check and the wait.
+            self.arrived.wait_for(&mut busy, Duration::from_millis(20));
+            if !*busy {
+                *busy = true;
+                break Some(FetchTurn(self));
+            }
+        };
+        if passing_by {
+            self.passed_by.fetch_sub(1, Ordering::SeqCst);
+        }
+        turn
     }
 
     /// Writes fetched bytes, skipping any part a local write made present meanwhile.
@@ -353,23 +403,81 @@ impl Content {
         Ok(())
     }
 
-    /// On a sequential stream, the window after the one the last read fetched, if it
-    /// is absent and no prefetch runs: the caller fetches it in the background while
-    /// the reader consumes the current one. Call `prefetch_done` after.
-    pub fn next_window(&self, len: u64) -> Option<Range<u64>> {
+    /// Whether a sequential reader should be streamed to: no stream runs, and its next
+    /// bytes or a quarter of its window ahead are absent. The caller then runs
+    /// `stream_ahead` in the background and calls `prefetch_done` after.
+    pub fn start_stream(&self, limit: u64) -> bool {
+        let Some((reader, ahead)) = self.ahead(limit) else {
+            return false;
+        };
+        let present = self.present.lock();
+        let absent: u64 = present.missing(ahead).iter().map(|r| r.end - r.start).sum();
+        let worth_it =
+            !present.contains(reader..(reader + BLOCK).min(limit)) || absent >= STREAM_FROM;
+        drop(present);
+        worth_it && !self.prefetching.swap(true, Ordering::SeqCst)
+    }
+
+    /// Fetches ahead of a sequential reader, up to its readahead window past where it
+    /// is, with the fetcher's GETs kept in flight as the reader advances; ends when
+    /// that much is present or the reader stops reading in order.
+    pub fn stream_ahead(
+        &self,
+        len: u64,
+        source: &RemoteSource,
+        fetcher: &Fetcher,
+    ) -> io::Result<()> {
+        let _pinned = self.pin();
+        let _one_fetch = self.fetch_turn(false, || false);
+        let limit = len.min(source.size);
+        let mut asked_up_to = 0;
+        let streamed = fetcher.fetch_stream(
+            &source.key,
+            || self.absent_ahead(&mut asked_up_to, limit),
+            |range, bytes| self.store_fetched(range, bytes),
+        );
+        self.recount();
+        streamed
+    }
+
+    /// Where a sequential reader is and the range its readahead window covers from
+    /// there; None when it does not read in order.
+    fn ahead(&self, limit: u64) -> Option<(u64, Range<u64>)> {
         let (last_end, window) = *self.readahead.lock();
-        if last_end == u64::MAX || window < MAX_READAHEAD / 4 {
+        if last_end == u64::MAX || window < STREAM_FROM {
             return None;
         }
-        let start = align_up(last_end, BLOCK).saturating_add(window).min(len);
-        let end = start.saturating_add(window).min(len);
-        if start >= end || self.present.lock().contains(start..end) {
+        let from = align_down(last_end, BLOCK);
+        Some((
+            last_end,
+            from..align_up(last_end, BLOCK).saturating_add(window).min(limit),
+        ))
+    }
+
+    /// The first absent range of the reader's window not asked for yet (past
+    /// `asked_up_to`), moving `asked_up_to` past it. A short one waits until the reader
+    /// needs it or it reaches the end, so the GETs stay large.
+    fn absent_ahead(&self, asked_up_to: &mut u64, limit: u64) -> Option<Range<u64>> {
+        if self.passed_by.load(Ordering::SeqCst) > 0 {
+            return None; // what is in flight lands, then the other reader's fetch goes
+        }
+        let (reader, ahead) = self.ahead(limit)?;
+        let from = ahead.start.max(*asked_up_to);
+        if from >= ahead.end {
             return None;
         }
-        if self.prefetching.swap(true, Ordering::SeqCst) {
+        let gap = self
+            .present
+            .lock()
+            .missing(from..ahead.end)
+            .into_iter()
+            .find(|r| !r.is_empty())?;
+        let needed_now = gap.start <= reader;
+        if gap.end - gap.start < STREAM_CHUNK && gap.end < limit && !needed_now {
             return None;
         }
-        Some(start..end)
+        *asked_up_to = gap.end;
+        Some(gap)
     }
 
     pub fn prefetch_done(&self) {

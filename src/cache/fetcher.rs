@@ -12,8 +12,9 @@ use crate::store::{ObjectStore, PieceSink};
 
 /// One ranged GET asks for at most this much.
 const CHUNK: u64 = 4 << 20;
-/// Ranged GETs in flight for one fetch (bodies are written as they arrive).
-const PARALLEL: usize = 8;
+/// Ranged GETs in flight for one fetch (bodies are written as they arrive): a whole
+/// 64 MiB readahead window, so a distant server's latency is paid once per window.
+const PARALLEL: usize = 16;
 
 #[derive(Clone)]
 pub struct Fetcher {
@@ -39,7 +40,19 @@ impl Fetcher {
         ranges: &[Range<u64>],
         sink: impl Fn(Range<u64>, &[u8]) -> io::Result<()> + Send + Sync,
     ) -> io::Result<()> {
-        let mut chunks = ranges.iter().flat_map(|r| split(r.clone(), CHUNK));
+        let mut ranges = ranges.iter().cloned();
+        self.fetch_stream(key, || ranges.next(), sink)
+    }
+
+    /// Like `fetch`, for ranges asked of `next` whenever fewer than `PARALLEL` GETs are
+    /// in flight, until it has none to give and every GET is done: a sequential reader
+    /// keeps the pipe full instead of waiting for a whole window before the next.
+    pub fn fetch_stream(
+        &self,
+        key: &str,
+        mut next: impl FnMut() -> Option<Range<u64>>,
+        sink: impl Fn(Range<u64>, &[u8]) -> io::Result<()> + Send + Sync,
+    ) -> io::Result<()> {
         let timeout = self.timeout;
         let sink =
             move |offset: u64, piece: &[u8]| sink(offset..offset + piece.len() as u64, piece);
@@ -49,9 +62,19 @@ impl Fetcher {
         // through the borrowed sink as their bodies arrive.
         self.runtime.block_on(async move {
             let mut in_flight = FuturesUnordered::new();
+            let mut chunks = split(0..0, CHUNK);
             loop {
                 while in_flight.len() < PARALLEL {
-                    let Some(chunk) = chunks.next() else { break };
+                    let chunk = match chunks.next() {
+                        Some(chunk) => chunk,
+                        None => match next() {
+                            Some(range) => {
+                                chunks = split(range, CHUNK);
+                                continue;
+                            }
+                            None => break,
+                        },
+                    };
                     in_flight.push(async move {
                         tokio::time::timeout(timeout, store.get_range_into(key, chunk, sink))
                             .await

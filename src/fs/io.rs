@@ -193,11 +193,11 @@ impl Fs {
         let (content, source, len) = self.content(&mut self.tree.lock(), ino)?;
         self.recent.touch(ino);
         let data = content.read(offset, size, len, source.as_ref(), &self.fetcher)?;
-        if let (Some(source), Some(next)) = (source, content.next_window(len)) {
-            // Fetch the next window while the reader consumes this one.
+        if let Some(source) = source.filter(|s| content.start_stream(len.min(s.size))) {
+            // Fetch ahead while the reader consumes what is here.
             let (content, fetcher) = (content.clone(), self.fetcher.clone());
             self.runtime.spawn_blocking(move || {
-                if let Err(err) = content.ensure(next.clone(), next, Some(&source), &fetcher) {
+                if let Err(err) = content.stream_ahead(len, &source, &fetcher) {
                     tracing::debug!(%err, "prefetch failed; the reader fetches again");
                 }
                 content.prefetch_done();
