@@ -411,9 +411,13 @@ impl Content {
             return false;
         };
         let present = self.present.lock();
-        let absent: u64 = present.missing(ahead).iter().map(|r| r.end - r.start).sum();
+        let absent: u64 = present
+            .missing(ahead.clone())
+            .iter()
+            .map(|r| r.end - r.start)
+            .sum();
         let worth_it =
-            !present.contains(reader..(reader + BLOCK).min(limit)) || absent >= STREAM_FROM;
+            !present.contains(reader..(reader + BLOCK).min(ahead.end)) || absent >= STREAM_FROM;
         drop(present);
         worth_it && !self.prefetching.swap(true, Ordering::SeqCst)
     }
@@ -440,18 +444,16 @@ impl Content {
         streamed
     }
 
-    /// Where a sequential reader is and the range its readahead window covers from
-    /// there; None when it does not read in order.
+    /// Where a sequential reader is and the range below `limit` its readahead window
+    /// covers from there; None when it does not read in order or nothing is left.
     fn ahead(&self, limit: u64) -> Option<(u64, Range<u64>)> {
         let (last_end, window) = *self.readahead.lock();
         if last_end == u64::MAX || window < STREAM_FROM {
             return None;
         }
         let from = align_down(last_end, BLOCK);
-        Some((
-            last_end,
-            from..align_up(last_end, BLOCK).saturating_add(window).min(limit),
-        ))
+        let to = align_up(last_end, BLOCK).saturating_add(window).min(limit);
+        (from < to).then_some((last_end, from..to))
     }
 
     /// The first absent range of the reader's window not asked for yet (past

@@ -167,6 +167,33 @@ fn a_sequential_read_streams_the_object_in_large_gets_each_byte_once() {
 }
 
 #[test]
+fn a_sequential_read_past_the_object_into_local_growth_reads_zeros() {
+    let body: Vec<u8> = (0..(20u32 << 20) + 100).map(|i| (i % 251) as u8).collect();
+    let h = harness_with("", |s| s.insert("grown.bin", &body, Metadata::new()));
+    let attr = h.fs.lookup(ROOT, "grown.bin").unwrap();
+    let fh = h.fs.open(attr.ino, true, false).unwrap();
+    let grown = 30u64 << 20;
+    h.fs.setattr(
+        attr.ino,
+        SetAttr {
+            size: Some(grown),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    let step = 128 << 10;
+    for offset in (0..grown).step_by(step) {
+        let data = h.fs.read(attr.ino, offset, step as u32).unwrap();
+        for (i, byte) in data.iter().enumerate() {
+            let at = offset as usize + i;
+            let want = body.get(at).copied().unwrap_or(0);
+            assert!(*byte == want, "byte {at}: {byte} instead of {want}");
+        }
+    }
+    h.fs.release(fh);
+}
+
+#[test]
 fn rename_is_a_server_side_copy() {
     let h = harness_with("", |s| s.insert("old", b"data", Metadata::new()));
     h.fs.rename(ROOT, "old", ROOT, "new", RenameMode::Replace)
