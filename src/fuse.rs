@@ -45,23 +45,6 @@ pub struct FuseAdapter {
 }
 
 impl FuseAdapter {
-    /// A second look at an open by a user other than root: the kernel checked the
-    /// attributes it had, which are defaults where the object's metadata was unknown
-    /// (this fetches it).
-    fn may_open(&self, req: &Request, ino: u64, flags: OpenFlags) -> Result<(), FsError> {
-        let mask = match flags.acc_mode() {
-            OpenAccMode::O_RDONLY => libc::R_OK,
-            OpenAccMode::O_WRONLY => libc::W_OK,
-            _ => libc::R_OK | libc::W_OK,
-        };
-        let attr = self.fs.attr_for_open(ino)?;
-        if crate::access::may_open(&attr, caller(req), req.pid(), mask) {
-            Ok(())
-        } else {
-            Err(FsError::Access)
-        }
-    }
-
     /// The entries of an open directory: listed afresh at offset 0, else the snapshot.
     fn listing(&self, ino: INodeNo, fh: FileHandle, offset: u64) -> Result<DirSnapshot, FsError> {
         if offset > 0 {
@@ -408,12 +391,17 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        // Before anything is opened or truncated.
-        if req.uid() != 0 {
-            if let Err(err) = self.may_open(req, ino.0, flags) {
-                return reply.error(errno("open", err));
-            }
-        }
+        let mask = match flags.acc_mode() {
+            OpenAccMode::O_RDONLY => libc::R_OK,
+            OpenAccMode::O_WRONLY => libc::W_OK,
+            _ => libc::R_OK | libc::W_OK,
+        };
+        // A second look at an open by a user other than root: the kernel checked the
+        // attributes it had, which are defaults where the object's metadata was
+        // unknown (the open fetches it first).
+        let (caller, pid) = (caller(req), req.pid());
+        let allowed = move |attr: &Attr| crate::access::may_open(attr, caller, pid, mask);
+        let check = (req.uid() != 0).then_some(&allowed as &dyn Fn(&Attr) -> bool);
         let writable = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let attach = self.attacher(|file| reply.open_backing(file));
@@ -422,6 +410,7 @@ impl Filesystem for FuseAdapter {
             writable,
             truncate,
             attach.as_ref().map(|a| a as Attach),
+            check,
         );
         drop(attach);
         match opened {

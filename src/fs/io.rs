@@ -34,18 +34,26 @@ pub struct SetAttr {
 impl Fs {
     /// Opens a file; `truncate` empties it first (O_TRUNC).
     pub fn open(self: &Arc<Self>, ino: u64, writable: bool, truncate: bool) -> FsResult<u64> {
-        Ok(self.open_with(ino, writable, truncate, None)?.fh)
+        Ok(self.open_with(ino, writable, truncate, None, None)?.fh)
     }
 
     /// Opens a file; with `attach`, its I/O goes straight to the cache file when it can.
+    /// `allowed`, if given, sees the attributes checked against the bucket before
+    /// anything is opened or truncated; false refuses the open (EACCES).
     pub fn open_with(
         self: &Arc<Self>,
         ino: u64,
         writable: bool,
         truncate: bool,
         attach: Option<Attach>,
+        allowed: Option<&dyn Fn(&Attr) -> bool>,
     ) -> FsResult<Opened> {
         self.revalidate_at_open(ino)?;
+        if let Some(allowed) = allowed {
+            if !allowed(&self.getattr(ino)?) {
+                return Err(FsError::Access);
+            }
+        }
         {
             let mut tree = self.tree.lock();
             let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
@@ -80,13 +88,6 @@ impl Fs {
         };
         let fh = self.new_handle(ino, writable, direct.is_some(), false);
         Ok(Opened { fh, direct })
-    }
-
-    /// The attributes an open will see: the file is checked against the bucket first
-    /// (one HEAD when its metadata is unknown or its version not confirmed lately).
-    pub fn attr_for_open(self: &Arc<Self>, ino: u64) -> FsResult<Attr> {
-        self.revalidate_at_open(ino)?;
-        self.getattr(ino)
     }
 
     /// Undoes the counting of an open that failed.

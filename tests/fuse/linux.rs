@@ -481,3 +481,37 @@ fn with_allow_other_a_private_object_in_a_list_only_directory_stays_private() {
     assert_eq!(fs::read(mnt.p("shared/rootonly.txt")).unwrap(), b"keep");
     mnt.unmount();
 }
+
+#[test]
+fn an_open_by_another_user_checks_the_object_once() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    env.put("shared/public.txt", b"hello", &[]);
+    // metadata_ttl=0: every open checks the object with a HEAD.
+    let mnt = env.mount_with(
+        BUCKET,
+        &[
+            "-o",
+            "allow_other,umask=000,metadata_ttl=0",
+            "--metadata-wait",
+            "0",
+            "--metadata-fill",
+            "0",
+        ],
+    );
+    // Listed and looked up first, so that the open is the only thing left to ask.
+    assert_eq!(fs::metadata(mnt.p("shared/public.txt")).unwrap().len(), 5);
+    let before = env.stats().head;
+    let out = Command::new("cat")
+        .arg(mnt.p("shared/public.txt"))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(out.stdout, b"hello");
+    // The permission check and the open share one look at the object.
+    assert_eq!(env.stats().head - before, 1, "HEADs for one open");
+    mnt.unmount();
+}
