@@ -61,6 +61,19 @@ pub struct Content {
     /// Readers waiting for the fetch turn for bytes the stream will not bring (another
     /// part of the file): the stream ends early for them.
     passed_by: AtomicUsize,
+    /// Taken out of the cache (`remove`): no longer counted in `usage`.
+    removed: AtomicBool,
+}
+
+/// Who asks for a file's fetch turn.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fetching {
+    /// The background stream of a sequential reader.
+    Stream,
+    /// A reader the stream fetches for: it waits for the stream.
+    Streamed,
+    /// Any other fetch: a stream stops early for it.
+    Other,
 }
 
 /// Keeps a file's data from being evicted while it lives.
@@ -106,6 +119,7 @@ impl Content {
             pins: AtomicUsize::new(0),
             prefetching: AtomicBool::new(false),
             passed_by: AtomicUsize::new(0),
+            removed: AtomicBool::new(false),
         };
         content.recount();
         content
@@ -136,9 +150,18 @@ impl Content {
 
     /// Brings the file's charge in `usage` in line with its blocks on disk.
     pub fn recount(&self) {
+        if self.removed.load(Ordering::SeqCst) {
+            return;
+        }
         let now = self.file.metadata().map_or(0, |m| m.blocks() * 512);
-        let old = self.charged.swap(now, Ordering::Relaxed);
+        let old = self.charged.swap(now, Ordering::SeqCst);
         self.usage.recharge(old, now);
+        // Removed meanwhile (a stream that outlives its file): its blocks are no
+        // longer the cache's to count, whichever of the two swapped last.
+        if self.removed.load(Ordering::SeqCst) {
+            let left = self.charged.swap(0, Ordering::SeqCst);
+            self.usage.recharge(left, 0);
+        }
     }
 
     /// How many bytes a write of `len` at `offset` may add on disk: none when it
@@ -309,8 +332,13 @@ impl Content {
             return Ok(());
         };
         let _pinned = self.pin();
+        let who = if in_stream {
+            Fetching::Streamed
+        } else {
+            Fetching::Other
+        };
         let Some(_one_fetch) =
-            self.fetch_turn(!in_stream, || self.present.lock().contains(needed.clone()))
+            self.fetch_turn(who, || self.present.lock().contains(needed.clone()))
         else {
             return Ok(());
         };
@@ -334,15 +362,18 @@ impl Content {
     }
 
     /// This file's fetch turn, once the fetch holding it ends; None if `done` turns
-    /// true meanwhile (another fetch brought what the caller needed). A caller
-    /// `passing_by` a stream (it needs bytes elsewhere) makes the stream end early.
-    fn fetch_turn(&self, passing_by: bool, done: impl Fn() -> bool) -> Option<FetchTurn<'_>> {
+    /// true meanwhile (another fetch brought what the caller needed).
+    fn fetch_turn(&self, who: Fetching, done: impl Fn() -> bool) -> Option<FetchTurn<'_>> {
+        // A streamed reader leaves the turn to a stream that runs or is starting: it
+        // fetches the reader's bytes first, in larger GETs.
+        let stream_on = || self.prefetching.load(Ordering::SeqCst);
+        let free = |busy: bool| !busy && (who != Fetching::Streamed || !stream_on());
         let mut busy = self.fetching.lock();
-        if !*busy {
+        if free(*busy) {
             *busy = true;
             return Some(FetchTurn(self));
         }
-        if passing_by {
+        if who == Fetching::Other {
             self.passed_by.fetch_add(1, Ordering::SeqCst);
         }
         let turn = loop {
@@ -351,12 +382,12 @@ impl Content {
             }
             // A bounded wait: a piece may land between the check and the wait.
             self.arrived.wait_for(&mut busy, Duration::from_millis(20));
-            if !*busy {
+            if free(*busy) {
                 *busy = true;
                 break Some(FetchTurn(self));
             }
         };
-        if passing_by {
+        if who == Fetching::Other {
             self.passed_by.fetch_sub(1, Ordering::SeqCst);
         }
         turn
@@ -432,12 +463,12 @@ impl Content {
         fetcher: &Fetcher,
     ) -> io::Result<()> {
         let _pinned = self.pin();
-        let _one_fetch = self.fetch_turn(false, || false);
+        let _one_fetch = self.fetch_turn(Fetching::Stream, || false);
         let limit = len.min(source.size);
-        let mut asked_up_to = 0;
+        let mut asked = RangeSet::new();
         let streamed = fetcher.fetch_stream(
             &source.key,
-            || self.absent_ahead(&mut asked_up_to, limit),
+            || self.absent_ahead(&mut asked, limit),
             |range, bytes| self.store_fetched(range, bytes),
         );
         self.recount();
@@ -445,45 +476,49 @@ impl Content {
     }
 
     /// Where a sequential reader is and the range below `limit` its readahead window
-    /// covers from there; None when it does not read in order or nothing is left.
+    /// covers, from the block its last read began in at the latest (reads of up to a
+    /// block, maybe answered out of order by the daemon's threads); None when it does
+    /// not read in order or nothing is left.
     fn ahead(&self, limit: u64) -> Option<(u64, Range<u64>)> {
         let (last_end, window) = *self.readahead.lock();
         if last_end == u64::MAX || window < STREAM_FROM {
             return None;
         }
-        let from = align_down(last_end, BLOCK);
+        let from = align_down(last_end.saturating_sub(BLOCK), BLOCK);
         let to = align_up(last_end, BLOCK).saturating_add(window).min(limit);
         (from < to).then_some((last_end, from..to))
     }
 
-    /// The first absent range of the reader's window not asked for yet (past
-    /// `asked_up_to`), moving `asked_up_to` past it. A short one waits until the reader
-    /// needs it or it reaches the end, so the GETs stay large.
-    fn absent_ahead(&self, asked_up_to: &mut u64, limit: u64) -> Option<Range<u64>> {
+    /// The first range of the reader's window neither present nor `asked` yet, adding
+    /// it to `asked`. Short ranges wait until the reader needs them, more is absent
+    /// (scattered holes), or they reach the end, so the GETs stay large.
+    fn absent_ahead(&self, asked: &mut RangeSet, limit: u64) -> Option<Range<u64>> {
         if self.passed_by.load(Ordering::SeqCst) > 0 {
             return None; // what is in flight lands, then the other reader's fetch goes
         }
         let (reader, ahead) = self.ahead(limit)?;
-        let from = ahead.start.max(*asked_up_to);
-        if from >= ahead.end {
-            return None;
-        }
-        let gap = self
+        let absent: Vec<Range<u64>> = self
             .present
             .lock()
-            .missing(from..ahead.end)
+            .missing(ahead)
             .into_iter()
-            .find(|r| !r.is_empty())?;
-        let needed_now = gap.start <= reader;
-        if gap.end - gap.start < STREAM_CHUNK && gap.end < limit && !needed_now {
+            .flat_map(|gap| asked.missing(gap))
+            .filter(|gap| !gap.is_empty())
+            .collect();
+        let first = absent.first()?.clone();
+        let total: u64 = absent.iter().map(|gap| gap.end - gap.start).sum();
+        let at_end = absent.last().is_some_and(|gap| gap.end >= limit);
+        if first.start > reader && total < STREAM_CHUNK && !at_end {
             return None;
         }
-        *asked_up_to = gap.end;
-        Some(gap)
+        asked.insert(first.clone());
+        Some(first)
     }
 
     pub fn prefetch_done(&self) {
+        let _turns = self.fetching.lock();
         self.prefetching.store(false, Ordering::SeqCst);
+        self.arrived.notify_all();
     }
 
     fn readahead_window(&self, offset: u64, end: u64) -> u64 {
@@ -507,8 +542,9 @@ impl Content {
     /// Removes the file from the cache; the data stays readable through open handles.
     /// Files are not removed on drop: at exit the state may still need them.
     pub fn remove(&self) {
+        self.removed.store(true, Ordering::SeqCst);
         super::remove_file_quietly(&self.path);
-        let old = self.charged.swap(0, Ordering::Relaxed);
+        let old = self.charged.swap(0, Ordering::SeqCst);
         self.usage.recharge(old, 0);
     }
 }
@@ -519,4 +555,26 @@ fn align_down(n: u64, to: u64) -> u64 {
 
 fn align_up(n: u64, to: u64) -> u64 {
     n.div_ceil(to).saturating_mul(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::super::Cache;
+    use super::*;
+
+    #[test]
+    fn a_removed_file_stays_uncounted_when_a_late_fetch_recounts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), &HashSet::new(), None).unwrap();
+        let content = cache.create(0, RangeSet::full()).unwrap();
+        content.write(0, &[7u8; 1 << 20]).unwrap();
+        assert!(cache.usage().used() >= 1 << 20);
+        content.remove();
+        assert_eq!(cache.usage().used(), 0);
+        // A stream still fetching into it ends with a recount (its fd keeps the blocks).
+        content.recount();
+        assert_eq!(cache.usage().used(), 0);
+    }
 }
