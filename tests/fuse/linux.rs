@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::support::{
-    is_mounted, text, unmount_when_free, wait_until, Env, ACCESS_KEY, BUCKET, SECRET_KEY,
+    is_mounted, text, unmount_when_free, wait_until, Env, Mount, ACCESS_KEY, BUCKET, SECRET_KEY,
 };
 
 /// Links the binary where mount(8) looks for helpers and programs, for one test;
@@ -67,6 +67,30 @@ fn passwd_file(env: &Env, mode: u32) -> PathBuf {
 
 fn run(command: &mut Command) -> Output {
     command.output().unwrap()
+}
+
+/// Runs `command` as nobody, a user other than the mount's owner.
+fn run_as_nobody(command: &mut Command) -> Output {
+    use std::os::unix::process::CommandExt;
+    run(command.uid(65534).gid(65534))
+}
+
+/// An `allow_other` mount other users can reach, LIST-only (the kernel first sees
+/// default modes: 0666 with umask=000), with `options` added to its `-o`.
+fn shared_list_only_mount(env: &Env, options: &str) -> Mount {
+    // Other users must reach the mountpoint inside the test's private directory.
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    env.mount_with(
+        BUCKET,
+        &[
+            "-o",
+            &format!("allow_other,umask=000{options}"),
+            "--metadata-wait",
+            "0",
+            "--metadata-fill",
+            "0",
+        ],
+    )
 }
 
 #[test]
@@ -419,10 +443,7 @@ fn set_mtime(path: &Path, mtime: libc::timespec) {
 
 #[test]
 fn with_allow_other_a_private_object_in_a_list_only_directory_stays_private() {
-    use std::os::unix::process::CommandExt;
     let env = Env::new();
-    // Other users must reach the mountpoint inside the test's private directory.
-    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     env.put(
         "shared/private.txt",
         b"secret",
@@ -434,26 +455,8 @@ fn with_allow_other_a_private_object_in_a_list_only_directory_stays_private() {
         b"keep",
         &[("mode", "33188"), ("uid", "0")],
     ); // 0644
-       // LIST-only: the kernel first sees the default mode (0666 with umask=000) for all.
-    let mnt = env.mount_with(
-        BUCKET,
-        &[
-            "-o",
-            "allow_other,umask=000",
-            "--metadata-wait",
-            "0",
-            "--metadata-fill",
-            "0",
-        ],
-    );
-    let cat_as_nobody = |name: &str| {
-        Command::new("cat")
-            .arg(mnt.p(name))
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap()
-    };
+    let mnt = shared_list_only_mount(&env, "");
+    let cat_as_nobody = |name: &str| run_as_nobody(Command::new("cat").arg(mnt.p(name)));
     let public = cat_as_nobody("shared/public.txt");
     assert!(public.status.success(), "{}", text(&public));
     assert_eq!(public.stdout, b"hello");
@@ -467,13 +470,11 @@ fn with_allow_other_a_private_object_in_a_list_only_directory_stays_private() {
     // Its owner (root) still reads it.
     assert_eq!(fs::read(mnt.p("shared/private.txt")).unwrap(), b"secret");
     // Refused before anything happens: an O_TRUNC open by another user truncates nothing.
-    let truncate = Command::new("sh")
-        .arg("-c")
-        .arg(format!(": > {}", mnt.p("shared/rootonly.txt").display()))
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
+    let truncate = run_as_nobody(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(": > {}", mnt.p("shared/rootonly.txt").display())),
+    );
     assert!(
         !truncate.status.success(),
         "another user truncated a 0644 file"
@@ -484,31 +485,14 @@ fn with_allow_other_a_private_object_in_a_list_only_directory_stays_private() {
 
 #[test]
 fn an_open_by_another_user_checks_the_object_once() {
-    use std::os::unix::process::CommandExt;
     let env = Env::new();
-    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     env.put("shared/public.txt", b"hello", &[]);
     // metadata_ttl=0: every open checks the object with a HEAD.
-    let mnt = env.mount_with(
-        BUCKET,
-        &[
-            "-o",
-            "allow_other,umask=000,metadata_ttl=0",
-            "--metadata-wait",
-            "0",
-            "--metadata-fill",
-            "0",
-        ],
-    );
+    let mnt = shared_list_only_mount(&env, ",metadata_ttl=0");
     // Listed and looked up first, so that the open is the only thing left to ask.
     assert_eq!(fs::metadata(mnt.p("shared/public.txt")).unwrap().len(), 5);
     let before = env.stats().head;
-    let out = Command::new("cat")
-        .arg(mnt.p("shared/public.txt"))
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
+    let out = run_as_nobody(Command::new("cat").arg(mnt.p("shared/public.txt")));
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(out.stdout, b"hello");
     // The permission check and the open share one look at the object.
