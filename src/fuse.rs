@@ -42,6 +42,12 @@ pub struct FuseAdapter {
     /// Cached files are handed to the kernel (FUSE passthrough): asked for by the
     /// options, granted at init, and given up after the first refusal.
     passthrough: AtomicBool,
+    /// Read-only opens keep the kernel's pages of the file (FOPEN_KEEP_CACHE), so
+    /// re-reads are served from memory. Only on a mount that never hands files to the
+    /// kernel: writes through passthrough change the cache file behind those pages.
+    /// Every other change goes through the kernel or is announced to it (remote
+    /// versions invalidate the inode).
+    keep_pages: AtomicBool,
 }
 
 impl FuseAdapter {
@@ -67,6 +73,7 @@ impl FuseAdapter {
             listings: Mutex::new(HashMap::new()),
             next_dir_handle: AtomicU64::new(1),
             passthrough: AtomicBool::new(passthrough),
+            keep_pages: AtomicBool::new(false),
         }
     }
 
@@ -231,6 +238,8 @@ impl Filesystem for FuseAdapter {
                 "off (the kernel has no FUSE passthrough)"
             });
         }
+        let never_direct = !self.passthrough.load(Ordering::Relaxed);
+        self.keep_pages.store(never_direct, Ordering::Relaxed);
         Ok(())
     }
 
@@ -413,14 +422,24 @@ impl Filesystem for FuseAdapter {
             check,
         );
         drop(attach);
+        // A reader's close needs no FLUSH (one round trip less per file read): only
+        // a writer's close has something to make durable.
+        let mut open_flags = if writable {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_NOFLUSH
+        };
         match opened {
             Ok(Opened {
                 fh,
                 direct: Some(kernel),
-            }) => {
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), backing_id(&kernel))
+            }) => reply.opened_passthrough(FileHandle(fh), open_flags, backing_id(&kernel)),
+            Ok(Opened { fh, direct: None }) => {
+                if !writable && self.keep_pages.load(Ordering::Relaxed) {
+                    open_flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                reply.opened(FileHandle(fh), open_flags)
             }
-            Ok(Opened { fh, direct: None }) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(err) => reply.error(errno("open", err)),
         }
     }

@@ -8,6 +8,7 @@ mod dirs;
 mod economy;
 mod files;
 mod integrity;
+mod kept_pages;
 mod linux;
 mod outage;
 mod passthrough;
