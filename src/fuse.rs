@@ -119,9 +119,9 @@ fn errno(op: &str, err: FsError) -> Errno {
         FsError::NotSupported => libc::EOPNOTSUPP,
         FsError::NoSpace => libc::ENOSPC,
         FsError::Access => libc::EACCES,
-        FsError::Io(_) => libc::EIO,
+        FsError::Io(_) | FsError::Stale(_) => libc::EIO,
     };
-    if matches!(err, FsError::Io(_) | FsError::NoSpace) {
+    if matches!(err, FsError::Io(_) | FsError::Stale(_) | FsError::NoSpace) {
         tracing::warn!("{op}: {err}");
     } else {
         tracing::debug!("{op}: {err}");

@@ -22,6 +22,8 @@ use super::usage::Usage;
 pub struct RemoteSource {
     pub key: String,
     pub size: u64,
+    /// The version whose bytes these are (empty: unknown, any version does).
+    pub etag: String,
 }
 
 /// Reads are served from here once their range is present.
@@ -354,7 +356,7 @@ impl Content {
         if gaps.is_empty() {
             return Ok(());
         }
-        let fetched = fetcher.fetch(&source.key, &gaps, |range, bytes| {
+        let fetched = fetcher.fetch(source, &gaps, |range, bytes| {
             self.store_fetched(range, bytes)
         });
         self.recount();
@@ -467,7 +469,7 @@ impl Content {
         let limit = len.min(source.size);
         let mut asked = RangeSet::new();
         let streamed = fetcher.fetch_stream(
-            &source.key,
+            source,
             || self.absent_ahead(&mut asked, limit),
             |range, bytes| self.store_fetched(range, bytes),
         );

@@ -8,7 +8,9 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::runtime::Handle;
 
-use crate::store::{ObjectStore, PieceSink};
+use crate::store::{ObjectStore, PieceSink, StoreError};
+
+use super::RemoteSource;
 
 /// One ranged GET asks for at most this much.
 const CHUNK: u64 = 4 << 20;
@@ -32,16 +34,17 @@ impl Fetcher {
         }
     }
 
-    /// Fetches `ranges` of `key` and hands each piece to `sink` as it arrives, in any
-    /// order. Blocks the calling (non-async) thread; fails with EIO after the timeout.
+    /// Fetches `ranges` of `source` and hands each piece to `sink` as it arrives, in
+    /// any order. Blocks the calling (non-async) thread; fails after the timeout, and
+    /// with `ESTALE` when the bucket holds another version than the source's.
     pub fn fetch(
         &self,
-        key: &str,
+        source: &RemoteSource,
         ranges: &[Range<u64>],
         sink: impl Fn(Range<u64>, &[u8]) -> io::Result<()> + Send + Sync,
     ) -> io::Result<()> {
         let mut ranges = ranges.iter().cloned();
-        self.fetch_stream(key, || ranges.next(), sink)
+        self.fetch_stream(source, || ranges.next(), sink)
     }
 
     /// Like `fetch`, for ranges asked of `next` whenever fewer than `PARALLEL` GETs are
@@ -49,10 +52,11 @@ impl Fetcher {
     /// keeps the pipe full instead of waiting for a whole window before the next.
     pub fn fetch_stream(
         &self,
-        key: &str,
+        source: &RemoteSource,
         mut next: impl FnMut() -> Option<Range<u64>>,
         sink: impl Fn(Range<u64>, &[u8]) -> io::Result<()> + Send + Sync,
     ) -> io::Result<()> {
+        let (key, etag) = (source.key.as_str(), source.etag.as_str());
         let timeout = self.timeout;
         let sink =
             move |offset: u64, piece: &[u8]| sink(offset..offset + piece.len() as u64, piece);
@@ -76,18 +80,26 @@ impl Fetcher {
                         },
                     };
                     in_flight.push(async move {
-                        tokio::time::timeout(timeout, store.get_range_into(key, chunk, sink))
-                            .await
-                            .map_err(|_| format!("GET {key} timed out after {timeout:?}"))
-                            .and_then(|r| r.map_err(|e| format!("GET {key}: {e}")))
+                        let get = store.get_range_into(key, chunk, etag, sink);
+                        match tokio::time::timeout(timeout, get).await {
+                            Err(_) => Err(io::Error::other(format!(
+                                "GET {key} timed out after {timeout:?}"
+                            ))),
+                            Ok(Err(StoreError::VersionChanged(msg))) => Err(io::Error::new(
+                                io::ErrorKind::StaleNetworkFileHandle,
+                                format!("GET {key}: {msg}"),
+                            )),
+                            Ok(Err(e)) => Err(io::Error::other(format!("GET {key}: {e}"))),
+                            Ok(Ok(_)) => Ok(()),
+                        }
                     });
                 }
                 let Some(done) = in_flight.next().await else {
                     return Ok(());
                 };
-                if let Err(msg) = done {
-                    tracing::warn!("{msg}");
-                    return Err(io::Error::other(msg));
+                if let Err(err) = done {
+                    tracing::warn!("{err}");
+                    return Err(err);
                 }
             }
         })
@@ -103,6 +115,49 @@ fn split(range: Range<u64>, size: u64) -> impl Iterator<Item = Range<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn fetch_of(store: &Arc<MemoryStore>, etag: &str) -> (io::Result<()>, u64) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let fetcher = Fetcher::new(
+            store.clone(),
+            runtime.handle().clone(),
+            Duration::from_secs(5),
+        );
+        let source = RemoteSource {
+            key: "k".into(),
+            size: 10,
+            etag: etag.into(),
+        };
+        let received = std::sync::atomic::AtomicU64::new(0);
+        let whole = [Range { start: 0, end: 10 }];
+        let fetched = fetcher.fetch(&source, &whole, |range, _| {
+            received.fetch_add(range.end - range.start, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        });
+        (fetched, received.into_inner())
+    }
+
+    #[test]
+    fn a_fetch_of_a_replaced_version_fails_stale_before_any_byte() {
+        let store = Arc::new(MemoryStore::new());
+        store.insert("k", b"0123456789", Default::default());
+        let etag = store.etag("k").unwrap();
+        let (fetched, received) = fetch_of(&store, &format!("\"{etag}\""));
+        assert!(
+            fetched.is_ok() && received == 10,
+            "quotes do not make another version"
+        );
+        store.insert("k", b"abcdefghij", Default::default());
+        let (fetched, received) = fetch_of(&store, &etag);
+        assert_eq!(
+            fetched.unwrap_err().kind(),
+            io::ErrorKind::StaleNetworkFileHandle
+        );
+        assert_eq!(received, 0);
+        // No version known: whatever the bucket holds.
+        assert_eq!(fetch_of(&store, "").1, 10);
+    }
 
     #[test]
     fn split_cuts_into_chunks() {

@@ -24,12 +24,17 @@ pub enum FsError {
     Access,
     #[error("I/O error: {0}")]
     Io(String),
+    /// The bucket holds another version than the one being read.
+    #[error("{0}")]
+    Stale(String),
 }
 
 impl From<std::io::Error> for FsError {
     fn from(err: std::io::Error) -> Self {
         if err.raw_os_error() == Some(libc::ENOSPC) {
             FsError::NoSpace
+        } else if err.kind() == std::io::ErrorKind::StaleNetworkFileHandle {
+            FsError::Stale(err.to_string())
         } else {
             FsError::Io(err.to_string())
         }

@@ -173,6 +173,7 @@ impl Fs {
         let source = inode.stored.as_ref().map(|s| RemoteSource {
             key: s.key.clone(),
             size: s.size,
+            etag: s.etag.clone(),
         });
         let content = match &inode.content {
             Some(content) => content.clone(),
@@ -193,7 +194,14 @@ impl Fs {
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let (content, source, len) = self.content(&mut self.tree.lock(), ino)?;
         self.recent.touch(ino);
-        let data = content.read(offset, size, len, source.as_ref(), &self.fetcher)?;
+        let data = content.read(offset, size, len, source.as_ref(), &self.fetcher);
+        let data = data.map_err(FsError::from).inspect_err(|err| {
+            // The bucket holds another version than the cached bytes: this read fails
+            // rather than mix the two, and the next open checks and takes the new one.
+            if let (FsError::Stale(_), Some(inode)) = (err, self.tree.lock().get_mut(ino)) {
+                inode.checked = None;
+            }
+        })?;
         if let Some(source) = source.filter(|s| content.start_stream(len.min(s.size))) {
             // Fetch ahead while the reader consumes what is here.
             let (content, fetcher) = (content.clone(), self.fetcher.clone());

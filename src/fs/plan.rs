@@ -469,6 +469,7 @@ impl Fs {
                 source: inode.stored.as_ref().map(|s| RemoteSource {
                     key: s.key.clone(),
                     size: s.size,
+                    etag: s.etag.clone(),
                 }),
                 base_etag: inode
                     .stored
@@ -537,6 +538,7 @@ impl Fs {
             let source = inode.stored.as_ref().map(|s| RemoteSource {
                 key: s.key.clone(),
                 size: s.size,
+                etag: s.etag.clone(),
             });
             (inode.content.clone(), inode.attr.size, source)
         };

@@ -381,7 +381,4 @@ impl Tree {
     }
 }
 
-/// ETags compare without their quotes (servers differ in returning them).
-pub fn same_etag(a: &str, b: &str) -> bool {
-    a.trim_matches('"') == b.trim_matches('"')
-}
+pub use crate::store::same_etag;

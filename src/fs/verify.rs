@@ -244,6 +244,7 @@ impl Fs {
             let source = RemoteSource {
                 key: item.key.clone(),
                 size: object.size,
+                etag: object.etag.clone(),
             };
             if let Err(err) = self.fill_content(&content, item.size, Some(&source)) {
                 return finding(

@@ -11,8 +11,8 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
 use super::{
-    CompletedPart, FileRange, Listing, Metadata, ObjectInfo, ObjectStore, ObjectSummary,
-    StoreError, StoreResult, StoreStats, WriteCondition,
+    expect_version, CompletedPart, FileRange, Listing, Metadata, ObjectInfo, ObjectStore,
+    ObjectSummary, PieceSink, StoreError, StoreResult, StoreStats, WriteCondition,
 };
 
 #[derive(Debug, Clone)]
@@ -64,6 +64,10 @@ impl MemoryStore {
 
     pub fn body(&self, key: &str) -> Option<Bytes> {
         self.objects.lock().get(key).map(|o| o.body.clone())
+    }
+
+    pub fn etag(&self, key: &str) -> Option<String> {
+        self.objects.lock().get(key).map(|o| o.etag.clone())
     }
 
     pub fn metadata(&self, key: &str) -> Option<Metadata> {
@@ -175,6 +179,24 @@ impl ObjectStore for MemoryStore {
         let start = (range.start as usize).min(end);
         StoreStats::count(&self.stats.bytes_fetched, (end - start) as u64);
         Ok(body.slice(start..end))
+    }
+
+    async fn get_range_into(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        etag: &str,
+        sink: &PieceSink<'_>,
+    ) -> StoreResult<u64> {
+        StoreStats::count(&self.stats.gets, 1);
+        self.injected_fault()?;
+        let object = self.lookup(key)?;
+        expect_version(key, etag, Some(&object.etag))?;
+        let end = (range.end as usize).min(object.body.len());
+        let start = (range.start as usize).min(end);
+        StoreStats::count(&self.stats.bytes_fetched, (end - start) as u64);
+        sink(start as u64, &object.body[start..end])?;
+        Ok((end - start) as u64)
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {

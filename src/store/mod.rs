@@ -57,6 +57,9 @@ pub enum StoreError {
     AccessDenied(String),
     #[error("precondition failed")]
     PreconditionFailed,
+    /// A read of one version met another: the object was replaced in the bucket.
+    #[error("{0}")]
+    VersionChanged(String),
     #[error("request timed out after {0:?}")]
     Timeout(std::time::Duration),
     #[error("local I/O: {0}")]
@@ -158,6 +161,30 @@ pub struct FileRange<'a> {
     pub len: u64,
 }
 
+/// ETags compare without their quotes and weak marks (servers and proxies differ in
+/// returning them).
+pub fn same_etag(a: &str, b: &str) -> bool {
+    fn bare(e: &str) -> &str {
+        e.strip_prefix("W/").unwrap_or(e).trim_matches('"')
+    }
+    bare(a) == bare(b)
+}
+
+pub fn version_changed(key: &str, now: &str) -> StoreError {
+    StoreError::VersionChanged(format!("{key} changed in the bucket (now ETag {now})"))
+}
+
+/// A read of `key` that asked for the version `wanted` (any when empty) and got `found`
+/// (unknown when the server sent no ETag).
+pub fn expect_version(key: &str, wanted: &str, found: Option<&str>) -> StoreResult<()> {
+    match found {
+        Some(found) if !wanted.is_empty() && !same_etag(wanted, found) => {
+            Err(version_changed(key, found))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
     /// Lists every key under `prefix`; with `delimiter` groups deeper keys into prefixes.
@@ -166,20 +193,17 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn head(&self, key: &str) -> StoreResult<ObjectInfo>;
     /// Reads `range` of an object (clamped by the store to the object's end).
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes>;
-    /// Reads `range` of an object piece by piece as it arrives, handing each piece and
-    /// its offset to `sink`; returns the bytes read. Stores that can stream spare a
-    /// copy and a buffer the size of the range.
+    /// Reads `range` of the version `etag` of an object (any version when empty) piece
+    /// by piece as it arrives, handing each piece and its offset to `sink`; returns the
+    /// bytes read. Another version fails with `VersionChanged` before any piece, so a
+    /// file is never filled from two versions.
     async fn get_range_into(
         &self,
         key: &str,
         range: Range<u64>,
+        etag: &str,
         sink: &PieceSink<'_>,
-    ) -> StoreResult<u64> {
-        let start = range.start;
-        let body = self.get_range(key, range).await?;
-        sink(start, &body)?;
-        Ok(body.len() as u64)
-    }
+    ) -> StoreResult<u64>;
     /// Reads a whole (small) object.
     async fn get(&self, key: &str) -> StoreResult<Bytes>;
     /// Stores `body` at `key` if `cond` holds; returns the new ETag.

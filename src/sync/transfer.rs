@@ -58,7 +58,17 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
         } => {
             let (content2, size2, source2, fs2) =
                 (content.clone(), *size, source.clone(), fs.clone());
-            blocking(move || fs2.fill_content(&content2, size2, source2.as_ref())).await?;
+            match blocking(move || fs2.fill_content(&content2, size2, source2.as_ref())).await {
+                // The version this file was based on was replaced, and the bytes it never
+                // fetched went with it: the change meets the new version as a conflict.
+                Err(StoreError::VersionChanged(msg)) => {
+                    if let Some(conflict) = precheck(store.as_ref(), job, true).await? {
+                        return Ok(conflict);
+                    }
+                    return Err(StoreError::VersionChanged(msg));
+                }
+                filled => filled?,
+            }
             if let Some(base) = base_etag {
                 if let Some(done) = unchanged(&store, job, content, *size, base, config).await? {
                     return Ok(done);
@@ -169,7 +179,10 @@ async fn blocking(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| StoreError::Other(e.to_string()))?
-        .map_err(|e| StoreError::Transient(format!("filling the cache before upload: {e}")))
+        .map_err(|e| match e {
+            crate::fs::FsError::Stale(msg) => StoreError::VersionChanged(msg),
+            e => StoreError::Transient(format!("filling the cache before upload: {e}")),
+        })
 }
 
 /// The part size: at least the configured one, large enough for 10,000 parts.

@@ -2,9 +2,10 @@
 //! changes in, and concurrent edits keep both versions instead of overwriting one.
 
 use std::fs;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::support::{status, sync, wait_until, Env, BUCKET};
+use crate::support::{pattern, status, sync, wait_until, Env, BUCKET};
 
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -260,5 +261,71 @@ fn renaming_a_directory_while_others_add_to_it_loses_nothing() {
     wait_until("the other client's file shows under the old name", || {
         mnt.p("old/added-elsewhere.txt").exists()
     });
+    mnt.unmount();
+}
+
+#[test]
+fn a_read_never_mixes_two_versions_of_an_object() {
+    let env = Env::new();
+    let (old, new) = (pattern(8 << 20, 1), pattern(8 << 20, 2));
+    env.put("big.bin", &old, &[]);
+    // Neither a poll nor the open-time check would see the new version in time.
+    let mnt = env.mount_with(BUCKET, &["--poll-interval", "0", "--metadata-ttl", "3600"]);
+    let f = fs::File::open(mnt.p("big.bin")).unwrap();
+    let mut head = vec![0u8; 4096];
+    f.read_exact_at(&mut head, 0).unwrap();
+    assert_eq!(head, old[..4096]);
+    env.put("big.bin", &new, &[]);
+    // The rest of the file is not cached yet: it can only come from the new version.
+    let mut tail = vec![0u8; 4096];
+    let err = f.read_exact_at(&mut tail, 6 << 20).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    drop(f);
+    // The next open checks the bucket despite the TTL and reads the new version whole.
+    assert_eq!(fs::read(mnt.p("big.bin")).unwrap(), new);
+    mnt.unmount();
+}
+
+#[test]
+fn a_store_whose_gets_give_other_etags_than_heads_still_reads() {
+    let env = Env::new();
+    env.backend.other_get_etags(true);
+    let data = pattern(3 << 20, 4);
+    env.put("odd.bin", &data, &[]);
+    let mnt = env.mount();
+    assert_eq!(fs::read(mnt.p("odd.bin")).unwrap(), data);
+    assert!(mnt.log_text().contains("reads no longer check versions"));
+    mnt.unmount();
+}
+
+#[test]
+fn a_partial_edit_of_a_replaced_object_becomes_a_conflict_without_its_bytes() {
+    let env = Env::new();
+    let (old, new) = (pattern(8 << 20, 1), pattern(8 << 20, 2));
+    env.put("part.bin", &old, &[]);
+    let mnt = env.mount_with(
+        BUCKET,
+        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
+    );
+    // A write in place fetches nothing: the rest of the file stays in the bucket only.
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(mnt.p("part.bin"))
+        .unwrap();
+    f.write_all_at(b"edited here", 0).unwrap();
+    drop(f);
+    env.put("part.bin", &new, &[]);
+    // The upload cannot fill the file from the version it was based on: a conflict.
+    sync(&env, &mnt);
+    assert_eq!(env.get("part.bin").unwrap().0, new);
+    let copy = conflict_key(&env, "part", ".bin").expect("no conflict copy in the bucket");
+    let kept = env.get(&copy).unwrap().0;
+    assert_eq!(&kept[..11], b"edited here");
+    assert_eq!(kept.len(), old.len());
+    // Whatever stands where the old bytes were, it is not the new version's.
+    assert_ne!(
+        kept[6 << 20..(6 << 20) + 4096],
+        new[6 << 20..(6 << 20) + 4096]
+    );
     mnt.unmount();
 }

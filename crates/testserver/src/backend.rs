@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     next_file: AtomicU64,
     /// Act like servers that ignore If-Match / If-None-Match.
     pub ignore_conditions: std::sync::atomic::AtomicBool,
+    /// Answer GETs with another ETag than HEADs and listings give (some gateways do).
+    pub other_get_etags: std::sync::atomic::AtomicBool,
     /// Server-side encryption headers seen, one line per request that had any.
     pub sse_seen: Mutex<Vec<String>>,
 }
@@ -89,6 +91,7 @@ impl Backend {
                 stats: Stats::default(),
                 next_file: AtomicU64::new(1),
                 ignore_conditions: Default::default(),
+                other_get_etags: Default::default(),
                 sse_seen: Default::default(),
             }),
         })
@@ -108,6 +111,14 @@ impl Backend {
         self.inner
             .ignore_conditions
             .store(ignore, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Makes GETs answer with an ETag that HEADs and listings do not give for the same
+    /// version, as some gateways do.
+    pub fn other_get_etags(&self, on: bool) {
+        self.inner
+            .other_get_etags
+            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Encryption headers of the requests so far, as `OP key=value ...` lines.

@@ -255,7 +255,17 @@ impl S3 for Backend {
             content_length: Some(body.len() as i64),
             body: Some(StreamingBlob::from(s3s::Body::from(body))),
             content_range,
-            e_tag: Some(etag_of(&object)),
+            e_tag: Some(
+                if self
+                    .inner
+                    .other_get_etags
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    ETag::Strong(format!("{}-get", object.etag.trim_matches('"')))
+                } else {
+                    etag_of(&object)
+                },
+            ),
             last_modified: Some(Timestamp::from(object.last_modified)),
             metadata: Some(object.metadata.clone()),
             content_type: object.content_type.as_deref().and_then(|c| c.parse().ok()),
