@@ -49,6 +49,9 @@ impl Fs {
             .map(|o| (o.key.as_str(), o))
             .collect();
         let prefixes = key_prefixes(&objects);
+        let mut ordered: Vec<(&str, &ObjectSummary)> =
+            objects.iter().map(|(k, o)| (*k, *o)).collect();
+        ordered.sort_unstable_by_key(|(key, _)| *key);
         let (changes, to_fill) = {
             let mut tree = self.tree.lock();
             // Passthrough writes so far count as local changes in what follows.
@@ -56,7 +59,7 @@ impl Fs {
             let state = tree.state.clone();
             let _atomic = state.batch();
             let mut changes = self.apply_known(&mut tree, &objects, epoch);
-            let to_fill = self.merge_new(&mut tree, &objects, epoch, &mut changes);
+            let to_fill = self.merge_new(&mut tree, &ordered, epoch, &mut changes);
             self.prefill_unlisted(&mut tree, &objects, epoch);
             changes.extend(self.drop_vanished_dirs(&mut tree, &prefixes, epoch));
             // Keys touched before this listing are described by it: no longer needed.
@@ -80,20 +83,38 @@ impl Fs {
         epoch: u64,
     ) -> Vec<KernelChange> {
         let now = Instant::now();
+        // Most are unchanged and only marked confirmed, in one pass that builds no key
+        // from the namespace: every request of the mount waits while this runs. (Marks
+        // on renamed files or files with our own work in flight are harmless: the
+        // open-time check skips those.)
+        let mut suspects = Vec::new();
+        for (key, &ino) in &tree.stored_keys {
+            let Some(inode) = tree.inodes.get_mut(&ino) else {
+                continue;
+            };
+            if key.ends_with('/') || inode.unlinked || inode.is_dir() {
+                continue;
+            }
+            let unchanged = match (objects.get(key.as_str()), &inode.stored) {
+                (Some(object), Some(stored)) if stored.key == *key => {
+                    stored.etag.is_empty()
+                        || object.etag.is_empty()
+                        || same_etag(&stored.etag, &object.etag)
+                }
+                _ => false,
+            };
+            if unchanged {
+                inode.checked = Some(now);
+            } else {
+                suspects.push((key.clone(), ino));
+            }
+        }
         let mut changes = Vec::new();
-        let known: Vec<(String, u64)> = tree
-            .stored_keys
-            .iter()
-            .map(|(k, &i)| (k.clone(), i))
-            .collect();
-        for (key, ino) in known {
-            if key.ends_with('/') || tree.own_work_on(&key, epoch) {
+        for (key, ino) in suspects {
+            if tree.own_work_on(&key, epoch) {
                 continue;
             }
             let Some(inode) = tree.get(ino) else { continue };
-            if inode.unlinked || inode.is_dir() {
-                continue;
-            }
             // A renamed file's old key is only the source of its copy.
             if self.current_key(tree, ino).as_deref() != Some(key.as_str()) {
                 continue;
@@ -150,7 +171,7 @@ impl Fs {
     fn merge_new(
         &self,
         tree: &mut Tree,
-        objects: &HashMap<&str, &ObjectSummary>,
+        ordered: &[(&str, &ObjectSummary)],
         epoch: u64,
         changes: &mut Vec<KernelChange>,
     ) -> Vec<(u64, String)> {
@@ -163,20 +184,38 @@ impl Fs {
             }
         }
         let mut per_dir: HashMap<&str, (Vec<ObjectSummary>, BTreeSet<String>)> = HashMap::new();
-        for (&key, &object) in objects {
+        // Keys in order, so that the keys of one directory come together and what its
+        // listed ancestors lack is worked out once for all of them: this runs under
+        // the lock, for every key of the bucket, and most keys bring nothing new.
+        let mut last_parent = None;
+        let mut news_above: Vec<(&str, String)> = Vec::new();
+        let mut parent_listed = None;
+        for &(key, object) in ordered {
+            let parent = &key[..key.rfind('/').map_or(0, |i| i + 1)];
+            if last_parent != Some(parent) {
+                last_parent = Some(parent);
+                news_above = subdirs_news(tree, &listed, parent);
+                parent_listed = listed.get_key_value(parent);
+            }
+            // A file of that name takes nothing from the listing either.
+            let name = &key[parent.len()..];
+            let file_news = parent_listed.filter(|&(_, &dir)| {
+                tree.child(dir, name)
+                    .is_none_or(|c| tree.get(c).is_none_or(|i| i.is_dir()))
+            });
+            if news_above.is_empty() && file_news.is_none() {
+                continue;
+            }
             // Known keys were handled above; our own recent work is not news.
             if tree.stored_keys.contains_key(key) || tree.own_work_on(key, epoch) {
                 continue;
             }
-            for (prefix, _) in listed.iter().filter(|(p, _)| key.starts_with(p.as_str())) {
-                let rest = &key[prefix.len()..];
-                let entry = per_dir.entry(prefix.as_str()).or_default();
-                match rest.find('/') {
-                    Some(i) => {
-                        entry.1.insert(key[..prefix.len() + i + 1].to_string());
-                    }
-                    None => entry.0.push(object.clone()),
-                }
+            for (prefix, subdir) in &news_above {
+                let entry = per_dir.entry(prefix).or_default();
+                entry.1.insert(subdir.clone());
+            }
+            if let Some((prefix, _)) = file_news {
+                per_dir.entry(prefix).or_default().0.push(object.clone());
             }
         }
         let mut to_fill = Vec::new();
@@ -341,6 +380,25 @@ impl Fs {
             });
         }
     }
+}
+
+/// The listed directories strictly above `parent` (a directory prefix) that lack the
+/// subdirectory leading to it: each one's prefix and the subdirectory's.
+fn subdirs_news<'a>(
+    tree: &Tree,
+    listed: &'a HashMap<String, u64>,
+    parent: &str,
+) -> Vec<(&'a str, String)> {
+    let ends = std::iter::once(0).chain(parent.match_indices('/').map(|(i, _)| i + 1));
+    ends.filter(|&end| end < parent.len())
+        .filter_map(|end| {
+            let (prefix, &dir) = listed.get_key_value(&parent[..end])?;
+            let name = parent[end..].split('/').next()?;
+            tree.child(dir, name)
+                .is_none()
+                .then(|| (prefix.as_str(), parent[..end + name.len() + 1].to_string()))
+        })
+        .collect()
 }
 
 /// Every directory prefix (`a/`, `a/b/`) some listed key lies under.
