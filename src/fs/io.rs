@@ -164,17 +164,13 @@ impl Fs {
         tree: &mut Tree,
         ino: u64,
     ) -> FsResult<(Arc<Content>, Option<RemoteSource>, u64)> {
+        let source = tree.source_of(ino);
         let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
         // A symlink found by a metadata lookup after the kernel cached it as a file
         // reads as its object's body until the kernel looks it up again.
         if inode.attr.kind == NodeKind::Dir {
             return Err(FsError::IsDir);
         }
-        let source = inode.stored.as_ref().map(|s| RemoteSource {
-            key: s.key.clone(),
-            size: s.size,
-            etag: s.etag.clone(),
-        });
         let content = match &inode.content {
             Some(content) => content.clone(),
             None => {

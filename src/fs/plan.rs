@@ -466,11 +466,7 @@ impl Fs {
             NodeKind::File => JobKind::UploadFile {
                 content: inode.content.clone()?,
                 size: inode.attr.size,
-                source: inode.stored.as_ref().map(|s| RemoteSource {
-                    key: s.key.clone(),
-                    size: s.size,
-                    etag: s.etag.clone(),
-                }),
+                source: tree.source_of(ino),
                 base_etag: inode
                     .stored
                     .as_ref()
@@ -535,12 +531,7 @@ impl Fs {
                 drop(tree);
                 return self.readlink(ino).map(|_| ());
             }
-            let source = inode.stored.as_ref().map(|s| RemoteSource {
-                key: s.key.clone(),
-                size: s.size,
-                etag: s.etag.clone(),
-            });
-            (inode.content.clone(), inode.attr.size, source)
+            (inode.content.clone(), inode.attr.size, tree.source_of(ino))
         };
         let content = match content {
             Some(content) => content,

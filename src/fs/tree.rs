@@ -204,6 +204,23 @@ impl Tree {
         }
     }
 
+    /// Where the absent bytes of `ino` come from: the version it is based on, or any
+    /// version at that key while a write of ours there was interrupted (a crash mid
+    /// upload): then the bucket may hold our own bytes under a new ETag.
+    pub fn source_of(&self, ino: u64) -> Option<crate::cache::RemoteSource> {
+        let stored = self.get(ino)?.stored.as_ref()?;
+        let etag = if self.uncertain.contains(&stored.key) {
+            String::new()
+        } else {
+            stored.etag.clone()
+        };
+        Some(crate::cache::RemoteSource {
+            key: stored.key.clone(),
+            size: stored.size,
+            etag,
+        })
+    }
+
     pub fn get(&self, ino: u64) -> Option<&Inode> {
         self.inodes.get(&ino)
     }

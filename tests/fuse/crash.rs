@@ -194,3 +194,41 @@ fn closed_files_survive_repeated_kill_9() {
         );
     }
 }
+
+#[test]
+fn a_partial_edit_whose_upload_may_have_landed_before_a_crash_still_goes_up() {
+    let env = Env::new();
+    let (mnt, cache) = (env.dir.path().join("m"), env.dir.path().join("c"));
+    let old = pattern(8 << 20, 1);
+    env.put("part.bin", &old, &[]);
+    let proxy = FreezableProxy::start(&env.endpoint);
+    let via_proxy = ["--endpoint", &proxy.endpoint, "--upload-delay-ms", "300"];
+    let mount = env.mount_at(BUCKET, &mnt, &cache, &via_proxy);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(mount.p("part.bin"))
+        .unwrap();
+    f.write_all(b"edited here").unwrap();
+    drop(f);
+    // The upload starts with the server unreachable, and the daemon dies in it.
+    proxy.freeze(true);
+    std::thread::sleep(Duration::from_millis(600));
+    mount.kill9();
+    assert_eq!(
+        env.get("part.bin").unwrap().0,
+        old,
+        "the upload went through too early"
+    );
+    // As if its PUT had landed after all: the bucket holds our own bytes, a new ETag.
+    let mut ours = old.clone();
+    ours[..11].copy_from_slice(b"edited here");
+    env.put("part.bin", &ours, &[]);
+    proxy.freeze(false);
+    // The restart cannot tell whose version that is and uploads again, filling the
+    // bytes it never fetched from whatever the bucket holds.
+    let mount = env.mount_at(BUCKET, &mnt, &cache, &[]);
+    crate::support::sync(&env, &mount);
+    assert_eq!(env.get("part.bin").unwrap().0, ours);
+    assert_eq!(fs::read(mount.p("part.bin")).unwrap(), ours);
+    mount.unmount();
+}
