@@ -84,6 +84,18 @@ impl Fs {
         // Whether the object this inode was based on is the one replaced or deleted
         // (otherwise its base is elsewhere, e.g. the old key of a rename, and stays).
         let base_lost = inode.stored.as_ref().is_some_and(|s| s.key == key);
+        let complete = inode
+            .content
+            .as_ref()
+            .is_some_and(|c| c.is_complete(inode.attr.size));
+        if remote.is_none() && !data_changed && base_lost && kind == NodeKind::File && !complete {
+            // Only attributes changed here, and the data is not all here: uploading
+            // would put zeros where it was never fetched. The delete wins.
+            tracing::warn!(%key, "deleted in the bucket; only its attributes had changed here");
+            tree.clear_dirty(ino);
+            tree.urgent.remove(&ino);
+            return self.forget_deleted(tree, ino);
+        }
         let Some(remote) = remote else {
             tracing::warn!(%key, "deleted in the bucket while changed here: uploading it again");
             if base_lost {
@@ -123,6 +135,25 @@ impl Fs {
             KernelChange::Entry(parent, name),
             KernelChange::Entry(parent, conflict_name),
         ]
+    }
+
+    /// The version `ino` was based on is gone from the bucket: it goes up as it is here,
+    /// with zeros where its bytes were never fetched (as a conflict copy would).
+    pub(super) fn drop_lost_base(&self, tree: &mut Tree, ino: u64, key: &str) {
+        let Some(base) = tree.get(ino).and_then(|i| i.stored.as_ref()) else {
+            return;
+        };
+        tracing::warn!(
+            %key,
+            base = %base.key,
+            "conflict: the version this file was based on was replaced in the bucket; \
+             the bytes never fetched here are lost (zeros)"
+        );
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
+        tree.set_stored(ino, None);
+        tree.mark_dirty(ino);
+        self.persist(tree, ino);
+        self.wake.now();
     }
 
     /// A new clean inode at `name` for the bucket's object.

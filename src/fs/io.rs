@@ -1,5 +1,6 @@
 //! File data and attributes: open, read, write, setattr, fsync, release.
 
+use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -188,9 +189,19 @@ impl Fs {
     }
 
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let (content, source, len) = self.content(&mut self.tree.lock(), ino)?;
+        let (mut content, mut source, mut len) = self.content(&mut self.tree.lock(), ino)?;
         self.recent.touch(ino);
-        let data = content.read(offset, size, len, source.as_ref(), &self.fetcher);
+        let mut data = content.read(offset, size, len, source.as_ref(), &self.fetcher);
+        let stale = |e: &std::io::Error| e.kind() == ErrorKind::StaleNetworkFileHandle;
+        if data.as_ref().is_err_and(stale) {
+            // Once more if the mount took a new version meanwhile (the poll, or our own
+            // upload or copy finishing): the bucket held what it now expects.
+            let again = self.content(&mut self.tree.lock(), ino)?;
+            if again.1.as_ref().map(|s| &s.etag) != source.as_ref().map(|s| &s.etag) {
+                (content, source, len) = again;
+                data = content.read(offset, size, len, source.as_ref(), &self.fetcher);
+            }
+        }
         let data = data.map_err(FsError::from).inspect_err(|err| {
             // The bucket holds another version than the cached bytes: this read fails
             // rather than mix the two, and the next open checks and takes the new one.

@@ -87,6 +87,10 @@ pub enum Outcome {
     /// The bucket no longer held what the write expected: someone else changed (Some)
     /// or deleted (None) the object. Nothing was written.
     Conflict(Option<ObjectInfo>),
+    /// The version the file was based on (at another key: it was renamed here) was
+    /// replaced in the bucket, and with it the bytes this mount never fetched. Nothing
+    /// was written.
+    BaseLost,
 }
 
 /// What the planner must leave alone this round.
@@ -316,6 +320,13 @@ impl Fs {
                 let changes = self.resolve_conflict(&mut tree, *ino, &job.key, remote);
                 drop(tree);
                 self.tell_kernel(changes);
+                return;
+            }
+            (JobId::Inode(ino), Outcome::BaseLost) => {
+                if let Err(err) = tree.state.remove_inflight(&job.key) {
+                    tracing::error!(key = %job.key, %err, "cannot update the state");
+                }
+                self.drop_lost_base(&mut tree, *ino, &job.key);
                 return;
             }
             (JobId::Inode(_), _) => return,

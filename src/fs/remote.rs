@@ -152,7 +152,7 @@ impl Fs {
 
     /// A clean file deleted in the bucket leaves the namespace; open handles keep
     /// what they already read.
-    fn forget_deleted(&self, tree: &mut Tree, ino: u64) -> Vec<KernelChange> {
+    pub(super) fn forget_deleted(&self, tree: &mut Tree, ino: u64) -> Vec<KernelChange> {
         let Some(inode) = tree.get(ino) else {
             return Vec::new();
         };

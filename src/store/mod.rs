@@ -107,9 +107,7 @@ impl WriteCondition {
     pub fn holds_for(&self, current: Option<&str>) -> bool {
         match (self, current) {
             (WriteCondition::Always, _) => true,
-            (WriteCondition::IfMatch(want), Some(etag)) => {
-                want.trim_matches('"') == etag.trim_matches('"')
-            }
+            (WriteCondition::IfMatch(want), Some(etag)) => same_etag(want, etag),
             (WriteCondition::IfMatch(_), None) => false,
             (WriteCondition::IfAbsent, current) => current.is_none(),
         }

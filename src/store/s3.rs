@@ -142,7 +142,10 @@ impl S3Store {
         if !self.versions_checked.load(Relaxed) || expect_version(key, wanted, found).is_ok() {
             return Ok(());
         }
-        let now = self.head(key).await?;
+        let now = match self.head(key).await {
+            Err(StoreError::NotFound(_)) => return Err(version_changed(key, "none: deleted")),
+            head => head?,
+        };
         if !same_etag(&now.etag, wanted) {
             return Err(version_changed(key, &now.etag));
         }

@@ -61,11 +61,9 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
             match blocking(move || fs2.fill_content(&content2, size2, source2.as_ref())).await {
                 // The version this file was based on was replaced, and the bytes it never
                 // fetched went with it: the change meets the new version as a conflict.
-                Err(StoreError::VersionChanged(msg)) => {
-                    if let Some(conflict) = precheck(store.as_ref(), job, true).await? {
-                        return Ok(conflict);
-                    }
-                    return Err(StoreError::VersionChanged(msg));
+                Err(StoreError::VersionChanged(_)) => {
+                    let conflict = precheck(store.as_ref(), job, true).await?;
+                    return Ok(conflict.unwrap_or(Outcome::BaseLost));
                 }
                 filled => filled?,
             }

@@ -329,3 +329,61 @@ fn a_partial_edit_of_a_replaced_object_becomes_a_conflict_without_its_bytes() {
     );
     mnt.unmount();
 }
+
+#[test]
+fn a_renamed_partial_edit_whose_base_was_replaced_goes_up_without_its_bytes() {
+    let env = Env::new();
+    let (old, new) = (pattern(8 << 20, 1), pattern(8 << 20, 2));
+    env.put("a.bin", &old, &[]);
+    let mnt = env.mount_with(
+        BUCKET,
+        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
+    );
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(mnt.p("a.bin"))
+        .unwrap();
+    f.write_all_at(b"edited here", 0).unwrap();
+    drop(f);
+    fs::rename(mnt.p("a.bin"), mnt.p("b.bin")).unwrap();
+    // The base of b.bin, still at its old name, is replaced before the upload.
+    env.put("a.bin", &new, &[]);
+    sync(&env, &mnt);
+    assert_eq!(
+        env.get("a.bin").unwrap().0,
+        new,
+        "the other client's version stays"
+    );
+    let kept = env.get("b.bin").unwrap().0;
+    assert_eq!(&kept[..11], b"edited here");
+    assert_eq!(kept.len(), old.len());
+    assert_ne!(
+        kept[6 << 20..(6 << 20) + 4096],
+        new[6 << 20..(6 << 20) + 4096]
+    );
+    assert_eq!(status(&env, &mnt)["conflicts"], 1);
+    mnt.unmount();
+}
+
+#[test]
+fn a_chmod_meeting_a_remote_delete_of_a_file_not_all_here_lets_the_delete_win() {
+    let env = Env::new();
+    env.put("m.bin", &pattern(8 << 20, 3), &[]);
+    let mnt = env.mount_with(
+        BUCKET,
+        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
+    );
+    let mut head = vec![0u8; 4096];
+    fs::File::open(mnt.p("m.bin"))
+        .unwrap()
+        .read_exact_at(&mut head, 0)
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(mnt.p("m.bin"), fs::Permissions::from_mode(0o600)).unwrap();
+    env.delete("m.bin");
+    // Uploading it again would put zeros where its bytes were never fetched.
+    sync(&env, &mnt);
+    assert_eq!(env.get("m.bin"), None);
+    wait_until("the file leaves the mount", || !mnt.p("m.bin").exists());
+    mnt.unmount();
+}
