@@ -32,7 +32,7 @@ pub enum JobKind {
     /// Upload a small body: a directory marker or a symlink target.
     PutBody(Bytes),
     /// Server-side copy from where the bucket already holds this content.
-    Copy { from: String },
+    Copy { from: String, from_etag: String },
     /// Bring the whole file into the cache: its object is about to be overwritten.
     Materialize,
     /// Delete the object; with an ETag, only if it is still that version (a newer
@@ -68,7 +68,7 @@ impl Job {
     /// Keys this job reads or writes; no two jobs on one key run at once.
     pub fn keys(&self) -> Vec<String> {
         match &self.kind {
-            JobKind::Copy { from } => vec![self.key.clone(), from.clone()],
+            JobKind::Copy { from, .. } => vec![self.key.clone(), from.clone()],
             _ => vec![self.key.clone()],
         }
     }
@@ -472,6 +472,7 @@ impl Fs {
             NodeKind::Dir => JobKind::PutBody(Bytes::new()),
             _ if self.can_copy(tree, inode, ino) => JobKind::Copy {
                 from: inode.stored.as_ref()?.key.clone(),
+                from_etag: tree.source_of(ino)?.etag,
             },
             NodeKind::Symlink => JobKind::PutBody(Bytes::from(inode.symlink_target.clone()?)),
             NodeKind::File => JobKind::UploadFile {

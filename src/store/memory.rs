@@ -296,10 +296,19 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
-    async fn copy(&self, from: &str, to: &str, metadata: Option<&Metadata>) -> StoreResult<String> {
+    async fn copy(
+        &self,
+        from: &str,
+        from_etag: &str,
+        to: &str,
+        metadata: Option<&Metadata>,
+    ) -> StoreResult<String> {
         StoreStats::count(&self.stats.copies, 1);
         self.injected_fault()?;
         let source = self.lookup(from)?;
+        if !from_etag.is_empty() && !super::same_etag(from_etag, &source.etag) {
+            return Err(StoreError::PreconditionFailed);
+        }
         let etag = self.new_etag();
         self.objects.lock().insert(
             to.to_string(),

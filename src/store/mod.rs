@@ -240,8 +240,15 @@ pub trait ObjectStore: Send + Sync + 'static {
         cond: &WriteCondition,
     ) -> StoreResult<String>;
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()>;
-    /// Server-side copy; `metadata` replaces the source's when given.
-    async fn copy(&self, from: &str, to: &str, metadata: Option<&Metadata>) -> StoreResult<String>;
+    /// Server-side copy of the version `from_etag` of `from` (any when empty; another
+    /// fails with `PreconditionFailed`); `metadata` replaces the source's when given.
+    async fn copy(
+        &self,
+        from: &str,
+        from_etag: &str,
+        to: &str,
+        metadata: Option<&Metadata>,
+    ) -> StoreResult<String>;
     /// Deletes `key`; deleting a missing key is not an error.
     async fn delete(&self, key: &str) -> StoreResult<()>;
     /// Checks that the bucket exists and the credentials are accepted.

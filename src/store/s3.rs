@@ -493,13 +493,20 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
-    async fn copy(&self, from: &str, to: &str, metadata: Option<&Metadata>) -> StoreResult<String> {
+    async fn copy(
+        &self,
+        from: &str,
+        from_etag: &str,
+        to: &str,
+        metadata: Option<&Metadata>,
+    ) -> StoreResult<String> {
         StoreStats::count(&self.stats.copies, 1);
         let source = format!("{}/{}", self.bucket, encode_copy_source(from));
         let mut request = encrypt_write!(self.client.copy_object(), &self.encryption)
             .bucket(&self.bucket)
             .key(to)
-            .copy_source(source);
+            .copy_source(source)
+            .set_copy_source_if_match((!from_etag.is_empty()).then(|| from_etag.to_string()));
         if let Encryption::Customer(key) = &self.encryption {
             request = request
                 .copy_source_sse_customer_algorithm("AES256")

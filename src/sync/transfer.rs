@@ -36,11 +36,20 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
             blocking(move || fs.materialize(ino)).await?;
             return Ok(Outcome::Local);
         }
-        JobKind::Copy { from } => {
+        JobKind::Copy { from, from_etag } => {
             if let Some(conflict) = precheck(store.as_ref(), job, check_first).await? {
                 return Ok(conflict);
             }
-            store.copy(from, &job.key, Some(&job.metadata)).await
+            match store
+                .copy(from, from_etag, &job.key, Some(&job.metadata))
+                .await
+            {
+                // The old name holds another version than the one renamed here.
+                Err(StoreError::PreconditionFailed) if *from != job.key => {
+                    return Ok(Outcome::BaseLost)
+                }
+                copied => copied,
+            }
         }
         JobKind::PutBody(body) => {
             if let Some(conflict) = precheck(store.as_ref(), job, check_first).await? {
@@ -129,7 +138,9 @@ async fn unchanged(
         tracing::debug!(key = %job.key, "rewritten with the same content: nothing to upload");
         return Ok(Some(Outcome::Written(info.etag)));
     }
-    let etag = store.copy(&job.key, &job.key, Some(&job.metadata)).await?;
+    let etag = store
+        .copy(&job.key, &info.etag, &job.key, Some(&job.metadata))
+        .await?;
     tracing::debug!(key = %job.key, "same content, new metadata: copied onto itself");
     Ok(Some(Outcome::Written(etag)))
 }

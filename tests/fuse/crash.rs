@@ -228,7 +228,13 @@ fn a_partial_edit_whose_upload_may_have_landed_before_a_crash_still_goes_up() {
     // bytes it never fetched from whatever the bucket holds.
     let mount = env.mount_at(BUCKET, &mnt, &cache, &[]);
     crate::support::sync(&env, &mount);
-    assert_eq!(env.get("part.bin").unwrap().0, ours);
-    assert_eq!(fs::read(mount.p("part.bin")).unwrap(), ours);
+    assert!(
+        env.get("part.bin").unwrap().0 == ours,
+        "the bucket holds another part.bin"
+    );
+    assert!(
+        fs::read(mount.p("part.bin")).unwrap() == ours,
+        "the mount holds another part.bin"
+    );
     mount.unmount();
 }

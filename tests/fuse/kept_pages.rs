@@ -40,7 +40,10 @@ fn without_passthrough_a_file_read_again_comes_from_the_kernels_pages() {
     let mnt = env.mount_with(BUCKET, &["-o", "no_passthrough"]);
     let data = pattern(1 << 20, 3);
     fs::write(mnt.p("kept.bin"), &data).unwrap();
-    assert_eq!(fs::read(mnt.p("kept.bin")).unwrap(), data);
+    assert!(
+        fs::read(mnt.p("kept.bin")).unwrap() == data,
+        "the mount holds another kept.bin"
+    );
     // An open that dropped the pages would leave none resident.
     let (resident, pages) = resident_pages_after_open(&mnt.p("kept.bin"));
     assert_eq!(resident, pages, "the open dropped the kernel's pages");
@@ -54,7 +57,10 @@ fn without_passthrough_a_file_read_again_comes_from_the_kernels_pages() {
     drop(writer);
     let mut expected = data.clone();
     expected[4000..4012].copy_from_slice(b"changed here");
-    assert_eq!(fs::read(mnt.p("kept.bin")).unwrap(), expected);
+    assert!(
+        fs::read(mnt.p("kept.bin")).unwrap() == expected,
+        "the mount holds another kept.bin"
+    );
     mnt.unmount();
 }
 
@@ -68,7 +74,10 @@ fn new_version_is_read(options: &[&str]) {
     let mut args = vec!["-o", "no_passthrough"];
     args.extend_from_slice(options);
     let mnt = env.mount_with(BUCKET, &args);
-    assert_eq!(fs::read(mnt.p("v.bin")).unwrap(), old);
+    assert!(
+        fs::read(mnt.p("v.bin")).unwrap() == old,
+        "the mount holds another v.bin"
+    );
     let (resident, pages) = resident_pages_after_open(&mnt.p("v.bin"));
     assert_eq!(resident, pages, "the old version's pages were not kept");
     env.put("v.bin", &new, &[]);

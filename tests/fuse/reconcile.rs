@@ -282,7 +282,10 @@ fn a_read_never_mixes_two_versions_of_an_object() {
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     drop(f);
     // The next open checks the bucket despite the TTL and reads the new version whole.
-    assert_eq!(fs::read(mnt.p("big.bin")).unwrap(), new);
+    assert!(
+        fs::read(mnt.p("big.bin")).unwrap() == new,
+        "the mount holds another big.bin"
+    );
     mnt.unmount();
 }
 
@@ -293,7 +296,10 @@ fn a_store_whose_gets_give_other_etags_than_heads_still_reads() {
     let data = pattern(3 << 20, 4);
     env.put("odd.bin", &data, &[]);
     let mnt = env.mount();
-    assert_eq!(fs::read(mnt.p("odd.bin")).unwrap(), data);
+    assert!(
+        fs::read(mnt.p("odd.bin")).unwrap() == data,
+        "the mount holds another odd.bin"
+    );
     assert!(mnt.log_text().contains("reads no longer check versions"));
     mnt.unmount();
 }
@@ -317,7 +323,10 @@ fn a_partial_edit_of_a_replaced_object_becomes_a_conflict_without_its_bytes() {
     env.put("part.bin", &new, &[]);
     // The upload cannot fill the file from the version it was based on: a conflict.
     sync(&env, &mnt);
-    assert_eq!(env.get("part.bin").unwrap().0, new);
+    assert!(
+        env.get("part.bin").unwrap().0 == new,
+        "the bucket holds another part.bin"
+    );
     let copy = conflict_key(&env, "part", ".bin").expect("no conflict copy in the bucket");
     let kept = env.get(&copy).unwrap().0;
     assert_eq!(&kept[..11], b"edited here");
@@ -383,7 +392,40 @@ fn a_chmod_meeting_a_remote_delete_of_a_file_not_all_here_lets_the_delete_win() 
     env.delete("m.bin");
     // Uploading it again would put zeros where its bytes were never fetched.
     sync(&env, &mnt);
-    assert_eq!(env.get("m.bin"), None);
+    assert!(env.get("m.bin").is_none(), "the bucket still holds m.bin");
     wait_until("the file leaves the mount", || !mnt.p("m.bin").exists());
+    mnt.unmount();
+}
+
+#[test]
+fn a_rename_whose_old_object_is_replaced_meanwhile_keeps_the_renamed_version() {
+    let env = Env::new();
+    let (old, new) = (pattern(1 << 20, 5), pattern(1 << 20, 6));
+    env.put("a.bin", &old, &[]);
+    let mnt = env.mount_with(
+        BUCKET,
+        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
+    );
+    assert!(
+        fs::read(mnt.p("a.bin")).unwrap() == old,
+        "the mount holds another a.bin"
+    );
+    fs::rename(mnt.p("a.bin"), mnt.p("b.bin")).unwrap();
+    // Before the rename's server-side copy runs, another client replaces a.bin.
+    env.put("a.bin", &new, &[]);
+    sync(&env, &mnt);
+    // The copy would have put that client's version at b.bin.
+    assert!(
+        env.get("b.bin").unwrap().0 == old,
+        "the bucket holds another b.bin"
+    );
+    assert!(
+        env.get("a.bin").unwrap().0 == new,
+        "the bucket holds another a.bin"
+    );
+    assert!(
+        fs::read(mnt.p("b.bin")).unwrap() == old,
+        "the mount holds another b.bin"
+    );
     mnt.unmount();
 }

@@ -364,6 +364,7 @@ impl S3 for Backend {
             _ => return Err(s3_error!(NotImplemented)),
         };
         let source = self.object(&src_bucket, &src_key)?;
+        check_conditions(Some(&source), None, input.copy_source_if_match.as_ref())?;
         self.bucket_exists(&input.bucket)?;
         let replace = input
             .metadata_directive
