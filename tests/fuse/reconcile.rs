@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::support::{pattern, status, sync, wait_until, Env, BUCKET};
+use crate::support::{pattern, status, sync, wait_until, Env, Mount, BUCKET};
 
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -14,6 +14,14 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// A mount that neither polls nor uploads on its own: `sync` decides when.
+fn mount_synced_by_hand(env: &Env) -> Mount {
+    env.mount_with(
+        BUCKET,
+        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
+    )
 }
 
 /// The one conflict copy of `stem.ext` in the bucket, if any.
@@ -106,10 +114,7 @@ fn opening_a_file_checks_the_bucket_once_the_ttl_passed() {
 fn concurrent_edit_keeps_both(ignore_conditions: bool) {
     let env = Env::new();
     env.backend.ignore_conditions(ignore_conditions);
-    let mnt = env.mount_with(
-        BUCKET,
-        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
-    );
+    let mnt = mount_synced_by_hand(&env);
     fs::write(mnt.p("report.txt"), b"base").unwrap();
     sync(&env, &mnt);
     fs::write(mnt.p("report.txt"), b"edited here").unwrap();
@@ -155,10 +160,7 @@ fn a_concurrent_edit_keeps_both_versions_on_a_server_ignoring_conditions() {
 #[test]
 fn a_new_file_meeting_a_remote_one_of_the_same_name_keeps_both() {
     let env = Env::new();
-    let mnt = env.mount_with(
-        BUCKET,
-        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
-    );
+    let mnt = mount_synced_by_hand(&env);
     fs::write(mnt.p("notes"), b"mine").unwrap();
     env.put("notes", b"theirs", &[]);
     sync(&env, &mnt);
@@ -193,10 +195,7 @@ fn the_poll_finds_a_conflict_before_the_upload() {
 fn a_remote_delete_of_a_locally_changed_file_uploads_it_again() {
     let env = Env::new();
     env.put("keep.txt", b"base", &[]);
-    let mnt = env.mount_with(
-        BUCKET,
-        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
-    );
+    let mnt = mount_synced_by_hand(&env);
     fs::write(mnt.p("keep.txt"), b"changed here").unwrap();
     env.delete("keep.txt");
     sync(&env, &mnt);
@@ -309,10 +308,7 @@ fn a_partial_edit_of_a_replaced_object_becomes_a_conflict_without_its_bytes() {
     let env = Env::new();
     let (old, new) = (pattern(8 << 20, 1), pattern(8 << 20, 2));
     env.put("part.bin", &old, &[]);
-    let mnt = env.mount_with(
-        BUCKET,
-        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
-    );
+    let mnt = mount_synced_by_hand(&env);
     // A write in place fetches nothing: the rest of the file stays in the bucket only.
     let f = fs::OpenOptions::new()
         .write(true)
@@ -344,10 +340,7 @@ fn a_renamed_partial_edit_whose_base_was_replaced_goes_up_without_its_bytes() {
     let env = Env::new();
     let (old, new) = (pattern(8 << 20, 1), pattern(8 << 20, 2));
     env.put("a.bin", &old, &[]);
-    let mnt = env.mount_with(
-        BUCKET,
-        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
-    );
+    let mnt = mount_synced_by_hand(&env);
     let f = fs::OpenOptions::new()
         .write(true)
         .open(mnt.p("a.bin"))
@@ -378,10 +371,7 @@ fn a_renamed_partial_edit_whose_base_was_replaced_goes_up_without_its_bytes() {
 fn a_chmod_meeting_a_remote_delete_of_a_file_not_all_here_lets_the_delete_win() {
     let env = Env::new();
     env.put("m.bin", &pattern(8 << 20, 3), &[]);
-    let mnt = env.mount_with(
-        BUCKET,
-        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
-    );
+    let mnt = mount_synced_by_hand(&env);
     let mut head = vec![0u8; 4096];
     fs::File::open(mnt.p("m.bin"))
         .unwrap()
@@ -402,10 +392,7 @@ fn a_rename_whose_old_object_is_replaced_meanwhile_keeps_the_renamed_version() {
     let env = Env::new();
     let (old, new) = (pattern(1 << 20, 5), pattern(1 << 20, 6));
     env.put("a.bin", &old, &[]);
-    let mnt = env.mount_with(
-        BUCKET,
-        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
-    );
+    let mnt = mount_synced_by_hand(&env);
     assert!(
         fs::read(mnt.p("a.bin")).unwrap() == old,
         "the mount holds another a.bin"
