@@ -93,6 +93,11 @@ impl FuseAdapter {
                 if self.passthrough.swap(false, Ordering::Relaxed) {
                     tracing::warn!(%err, "kernel passthrough refused: cached files are served by the daemon");
                     self.fs.direct_use.set_mode(format!("off (refused: {err})"));
+                    // Refused at the first try (a mount without CAP_SYS_ADMIN): no file
+                    // ever went direct, so the kernel's pages can be kept after all.
+                    if self.fs.direct_use.opens() == 0 {
+                        self.keep_pages.store(true, Ordering::Relaxed);
+                    }
                 }
                 Err(err)
             }
