@@ -87,21 +87,38 @@ impl FuseAdapter {
         if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
-        Some(move |file: &std::fs::File| match register(file) {
-            Ok(id) => Ok(Arc::new(id) as KernelFile),
-            Err(err) => {
-                if self.passthrough.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(%err, "kernel passthrough refused: cached files are served by the daemon");
-                    self.fs.direct_use.set_mode(format!("off (refused: {err})"));
-                    // Refused at the first try (a mount without CAP_SYS_ADMIN): no file
-                    // ever went direct, so the kernel's pages can be kept after all.
-                    if self.fs.direct_use.opens() == 0 {
-                        self.keep_pages.store(true, Ordering::Relaxed);
+        // Checked again under the namespace lock the opens hold: once refused, no file
+        // goes direct, so kept pages and passthrough never meet.
+        Some(
+            move |file: &std::fs::File| match self.register_while_on(file, &register) {
+                Ok(id) => Ok(Arc::new(id) as KernelFile),
+                Err(err) => {
+                    if self.passthrough.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(%err, "kernel passthrough refused: cached files are served by the daemon");
+                        self.fs.direct_use.set_mode(format!("off (refused: {err})"));
+                        // Refused at the first try (a mount without CAP_SYS_ADMIN): no file
+                        // ever went direct, so the kernel's pages can be kept after all.
+                        if self.fs.direct_use.opens() == 0 {
+                            self.keep_pages.store(true, Ordering::Relaxed);
+                        }
                     }
+                    Err(err)
                 }
-                Err(err)
-            }
-        })
+            },
+        )
+    }
+}
+
+impl FuseAdapter {
+    fn register_while_on(
+        &self,
+        file: &std::fs::File,
+        register: &impl Fn(&std::fs::File) -> std::io::Result<BackingId>,
+    ) -> std::io::Result<BackingId> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("passthrough is off"));
+        }
+        register(file)
     }
 }
 

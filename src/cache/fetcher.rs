@@ -89,6 +89,11 @@ impl Fetcher {
                                 io::ErrorKind::StaleNetworkFileHandle,
                                 format!("GET {key}: {msg}"),
                             )),
+                            // The version held here is gone as surely as a replaced one.
+                            Ok(Err(StoreError::NotFound(_))) => Err(io::Error::new(
+                                io::ErrorKind::StaleNetworkFileHandle,
+                                format!("GET {key}: deleted in the bucket"),
+                            )),
                             Ok(Err(e)) => Err(io::Error::other(format!("GET {key}: {e}"))),
                             Ok(Ok(_)) => Ok(()),
                         }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use crate::store::ObjectInfo;
 
-use super::tree::{NodeKind, Stored, Tree};
+use super::tree::{same_etag, NodeKind, Stored, Tree};
 use super::Fs;
 
 /// What the kernel must forget after the namespace changed behind its back.
@@ -88,13 +88,22 @@ impl Fs {
             .content
             .as_ref()
             .is_some_and(|c| c.is_complete(inode.attr.size));
-        if remote.is_none() && !data_changed && base_lost && kind == NodeKind::File && !complete {
+        let no_writers = inode.open_writers == 0;
+        if remote.is_none()
+            && !data_changed
+            && base_lost
+            && kind == NodeKind::File
+            && !complete
+            && no_writers
+        {
             // Only attributes changed here, and the data is not all here: uploading
             // would put zeros where it was never fetched. The delete wins.
             tracing::warn!(%key, "deleted in the bucket; only its attributes had changed here");
             tree.clear_dirty(ino);
             tree.urgent.remove(&ino);
-            return self.forget_deleted(tree, ino);
+            let changes = self.forget_deleted(tree, ino);
+            self.persist(tree, ino);
+            return changes;
         }
         let Some(remote) = remote else {
             tracing::warn!(%key, "deleted in the bucket while changed here: uploading it again");
@@ -137,23 +146,61 @@ impl Fs {
         ]
     }
 
-    /// The version `ino` was based on is gone from the bucket: it goes up as it is here,
-    /// with zeros where its bytes were never fetched (as a conflict copy would).
-    pub(super) fn drop_lost_base(&self, tree: &mut Tree, ino: u64, key: &str) {
-        let Some(base) = tree.get(ino).and_then(|i| i.stored.as_ref()) else {
-            return;
+    /// The version `ino` was based on is no longer in the bucket, which holds `remote`
+    /// at its key instead (or nothing). With data of its own here (changes, or every
+    /// byte), the file goes up from the cache as a conflict, with zeros where bytes were
+    /// never fetched; with nothing of its own, it goes.
+    pub(super) fn resolve_lost_base(
+        &self,
+        tree: &mut Tree,
+        ino: u64,
+        job: &super::plan::Job,
+        remote: Option<ObjectInfo>,
+    ) -> Vec<KernelChange> {
+        let (Some(inode), Some((base_key, base_etag))) = (tree.get(ino), job.base()) else {
+            return Vec::new();
         };
-        tracing::warn!(
-            %key,
-            base = %base.key,
-            "conflict: the version this file was based on was replaced in the bucket; \
-             the bytes never fetched here are lost (zeros)"
-        );
+        let Some(base) = inode.stored.clone() else {
+            return Vec::new();
+        };
+        if base.key != base_key || (!base_etag.is_empty() && !same_etag(&base.etag, base_etag)) {
+            return Vec::new(); // a new base was taken meanwhile: planned again
+        }
+        let data_changed = base.data_version != inode.data_version;
+        let all_here = match inode.attr.kind {
+            NodeKind::File => inode
+                .content
+                .as_ref()
+                .is_some_and(|c| c.is_complete(inode.attr.size)),
+            NodeKind::Symlink => inode.symlink_target.is_some(),
+            NodeKind::Dir => true,
+        };
+        if !data_changed && !all_here && inode.open_writers == 0 {
+            // Nothing of its own here, only part of a version that is gone: the rename
+            // that made it dirty is dropped, and the old name keeps what is there now.
+            let now = if remote.is_some() {
+                "replaced"
+            } else {
+                "deleted"
+            };
+            tracing::warn!(key = %job.key, base = %base.key, "the version renamed here was {now} at its old name before the rename went up: the rename is dropped");
+            tree.clear_dirty(ino);
+            tree.urgent.remove(&ino);
+            let changes = self.forget_deleted(tree, ino);
+            self.persist(tree, ino);
+            return changes;
+        }
+        if all_here {
+            tracing::warn!(key = %job.key, base = %base.key, "conflict: the version this file was based on was replaced in the bucket; it goes up from the cache");
+        } else {
+            tracing::warn!(key = %job.key, base = %base.key, "conflict: the version this file was based on was replaced in the bucket; the bytes never fetched here are lost (zeros)");
+        }
         self.conflicts.fetch_add(1, Ordering::Relaxed);
         tree.set_stored(ino, None);
         tree.mark_dirty(ino);
         self.persist(tree, ino);
         self.wake.now();
+        Vec::new()
     }
 
     /// A new clean inode at `name` for the bucket's object.

@@ -87,10 +87,24 @@ pub enum Outcome {
     /// The bucket no longer held what the write expected: someone else changed (Some)
     /// or deleted (None) the object. Nothing was written.
     Conflict(Option<ObjectInfo>),
-    /// The version the file was based on (at another key: it was renamed here) was
-    /// replaced in the bucket, and with it the bytes this mount never fetched. Nothing
+    /// The version the file was based on (at another key: it was renamed here) is no
+    /// longer in the bucket: another version is there (Some) or nothing (None). Nothing
     /// was written.
-    BaseLost,
+    BaseReplaced(Option<ObjectInfo>),
+}
+
+impl Job {
+    /// The version (key, ETag) of its file that the job was planned from, if any.
+    pub fn base(&self) -> Option<(&str, &str)> {
+        match &self.kind {
+            JobKind::Copy { from, from_etag } => Some((from, from_etag)),
+            JobKind::UploadFile {
+                source: Some(source),
+                ..
+            } => Some((&source.key, &source.etag)),
+            _ => None,
+        }
+    }
 }
 
 /// What the planner must leave alone this round.
@@ -322,11 +336,16 @@ impl Fs {
                 self.tell_kernel(changes);
                 return;
             }
-            (JobId::Inode(ino), Outcome::BaseLost) => {
-                if let Err(err) = tree.state.remove_inflight(&job.key) {
-                    tracing::error!(key = %job.key, %err, "cannot update the state");
+            (JobId::Inode(ino), Outcome::BaseReplaced(remote)) => {
+                // Nothing was written; a marker left by an earlier interrupted upload stays.
+                if !tree.uncertain.contains(&job.key) {
+                    if let Err(err) = tree.state.remove_inflight(&job.key) {
+                        tracing::error!(key = %job.key, %err, "cannot update the state");
+                    }
                 }
-                self.drop_lost_base(&mut tree, *ino, &job.key);
+                let changes = self.resolve_lost_base(&mut tree, *ino, job, remote);
+                drop(tree);
+                self.tell_kernel(changes);
                 return;
             }
             (JobId::Inode(_), _) => return,

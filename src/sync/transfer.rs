@@ -40,13 +40,22 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
             if let Some(conflict) = precheck(store.as_ref(), job, check_first).await? {
                 return Ok(conflict);
             }
-            match store
-                .copy(from, from_etag, &job.key, Some(&job.metadata))
-                .await
-            {
-                // The old name holds another version than the one renamed here.
-                Err(StoreError::PreconditionFailed) if *from != job.key => {
-                    return Ok(Outcome::BaseLost)
+            let copied = store.copy(from, from_etag, &job.key, Some(&job.metadata));
+            match copied.await {
+                // The old name holds another version than the one renamed here, or none.
+                Err(StoreError::PreconditionFailed | StoreError::NotFound(_))
+                    if *from != job.key =>
+                {
+                    let now = store.head_checked(from).await?;
+                    if !now
+                        .as_ref()
+                        .is_some_and(|i| crate::fs::same_etag(&i.etag, from_etag))
+                    {
+                        return Ok(Outcome::BaseReplaced(now));
+                    }
+                    // The version is there after all: a store that mishandles the condition.
+                    tracing::warn!(%from, "the store refused a copy condition that holds: copied without it");
+                    store.copy(from, "", &job.key, Some(&job.metadata)).await
                 }
                 copied => copied,
             }
@@ -71,8 +80,11 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
                 // The version this file was based on was replaced, and the bytes it never
                 // fetched went with it: the change meets the new version as a conflict.
                 Err(StoreError::VersionChanged(_)) => {
-                    let conflict = precheck(store.as_ref(), job, true).await?;
-                    return Ok(conflict.unwrap_or(Outcome::BaseLost));
+                    if let Some(conflict) = precheck(store.as_ref(), job, true).await? {
+                        return Ok(conflict);
+                    }
+                    let base = source.as_ref().map_or(&job.key, |s| &s.key);
+                    return Ok(Outcome::BaseReplaced(store.head_checked(base).await?));
                 }
                 filled => filled?,
             }
@@ -138,9 +150,16 @@ async fn unchanged(
         tracing::debug!(key = %job.key, "rewritten with the same content: nothing to upload");
         return Ok(Some(Outcome::Written(info.etag)));
     }
-    let etag = store
+    let etag = match store
         .copy(&job.key, &info.etag, &job.key, Some(&job.metadata))
-        .await?;
+        .await
+    {
+        // Replaced since the HEAD: someone else's version, not overwritten.
+        Err(StoreError::PreconditionFailed) => {
+            return Ok(Some(Outcome::Conflict(store.head_checked(&job.key).await?)))
+        }
+        copied => copied?,
+    };
     tracing::debug!(key = %job.key, "same content, new metadata: copied onto itself");
     Ok(Some(Outcome::Written(etag)))
 }

@@ -385,6 +385,12 @@ fn a_chmod_meeting_a_remote_delete_of_a_file_not_all_here_lets_the_delete_win() 
     assert!(env.get("m.bin").is_none(), "the bucket still holds m.bin");
     wait_until("the file leaves the mount", || !mnt.p("m.bin").exists());
     mnt.unmount();
+    // Its record went with it: a restart does not bring it back.
+    let mnt = mount_synced_by_hand(&env);
+    assert!(!mnt.p("m.bin").exists());
+    sync(&env, &mnt);
+    assert!(env.get("m.bin").is_none(), "the bucket holds m.bin again");
+    mnt.unmount();
 }
 
 #[test]
@@ -414,5 +420,43 @@ fn a_rename_whose_old_object_is_replaced_meanwhile_keeps_the_renamed_version() {
         fs::read(mnt.p("b.bin")).unwrap() == old,
         "the mount holds another b.bin"
     );
+    mnt.unmount();
+}
+
+/// `mv a.bin b.bin` of a file never read here, then another client's `change` of a.bin
+/// before the rename goes up.
+fn rename_unread_then(change: impl FnOnce(&Env)) -> (Env, Mount) {
+    let env = Env::new();
+    env.put("a.bin", &pattern(1 << 20, 7), &[]);
+    let mnt = mount_synced_by_hand(&env);
+    fs::rename(mnt.p("a.bin"), mnt.p("b.bin")).unwrap();
+    change(&env);
+    sync(&env, &mnt);
+    (env, mnt)
+}
+
+#[test]
+fn a_rename_of_an_unread_file_replaced_meanwhile_is_dropped() {
+    let new = pattern(1 << 20, 8);
+    let (env, mnt) = rename_unread_then(|env| env.put("a.bin", &new, &[]));
+    // Nothing of the renamed version was here to keep: the other client's stays alone.
+    assert_eq!(env.keys(), ["a.bin"]);
+    assert!(
+        env.get("a.bin").unwrap().0 == new,
+        "the bucket holds another a.bin"
+    );
+    wait_until("the renamed file leaves the mount", || {
+        !mnt.p("b.bin").exists()
+    });
+    mnt.unmount();
+}
+
+#[test]
+fn a_rename_of_an_unread_file_deleted_meanwhile_removes_it() {
+    let (env, mnt) = rename_unread_then(|env| env.delete("a.bin"));
+    assert_eq!(env.keys(), Vec::<String>::new());
+    wait_until("the renamed file leaves the mount", || {
+        !mnt.p("b.bin").exists()
+    });
     mnt.unmount();
 }
