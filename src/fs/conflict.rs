@@ -167,14 +167,7 @@ impl Fs {
             return Vec::new(); // a new base was taken meanwhile: planned again
         }
         let data_changed = base.data_version != inode.data_version;
-        let all_here = match inode.attr.kind {
-            NodeKind::File => inode
-                .content
-                .as_ref()
-                .is_some_and(|c| c.is_complete(inode.attr.size)),
-            NodeKind::Symlink => inode.symlink_target.is_some(),
-            NodeKind::Dir => true,
-        };
+        let all_here = inode.all_here();
         if !data_changed && !all_here && inode.open_writers == 0 {
             // Nothing of its own here, only part of a version that is gone: the rename
             // that made it dirty is dropped, and the old name keeps what is there now.

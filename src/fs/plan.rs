@@ -459,15 +459,7 @@ impl Fs {
             return None;
         }
         let inode = tree.get(holder)?;
-        let complete = match inode.attr.kind {
-            NodeKind::File => inode
-                .content
-                .as_ref()
-                .is_some_and(|c| c.is_complete(inode.attr.size)),
-            NodeKind::Symlink => inode.symlink_target.is_some(),
-            NodeKind::Dir => true,
-        };
-        (!complete).then_some(holder)
+        (!inode.all_here()).then_some(holder)
     }
 
     fn materialize_job(&self, tree: &Tree, holder: u64, key: &str) -> Job {

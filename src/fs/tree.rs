@@ -74,6 +74,19 @@ pub struct Inode {
 }
 
 impl Inode {
+    /// Whether every byte of its data (a symlink's target) is here, not only in the
+    /// bucket.
+    pub fn all_here(&self) -> bool {
+        match self.attr.kind {
+            NodeKind::File => self
+                .content
+                .as_ref()
+                .is_some_and(|c| c.is_complete(self.attr.size)),
+            NodeKind::Symlink => self.symlink_target.is_some(),
+            NodeKind::Dir => true,
+        }
+    }
+
     fn new(parent: u64, name: &str, attr: Attr, is_dir: bool) -> Inode {
         Inode {
             parent,
