@@ -102,6 +102,8 @@ impl Job {
                 source: Some(source),
                 ..
             } => Some((&source.key, &source.etag)),
+            // Planned for the version held at the key, whichever it is.
+            JobKind::Materialize => Some((&self.key, "")),
             _ => None,
         }
     }
@@ -337,8 +339,10 @@ impl Fs {
                 return;
             }
             (JobId::Inode(ino), Outcome::BaseReplaced(remote)) => {
-                // Nothing was written; a marker left by an earlier interrupted upload stays.
-                if !tree.uncertain.contains(&job.key) {
+                // Nothing was written; a marker left by an earlier interrupted upload
+                // stays (a materialize leaves none).
+                let materialize = matches!(job.kind, JobKind::Materialize);
+                if !materialize && !tree.uncertain.contains(&job.key) {
                     if let Err(err) = tree.state.remove_inflight(&job.key) {
                         tracing::error!(key = %job.key, %err, "cannot update the state");
                     }

@@ -212,6 +212,10 @@ where
         ("NoSuchBucket", _) => StoreError::NoSuchBucket(bucket.to_string()),
         ("NoSuchKey" | "NotFound", _) | (_, Some(404)) => StoreError::NotFound(key.to_string()),
         ("PreconditionFailed", _) | (_, Some(412)) => StoreError::PreconditionFailed,
+        // Only ranged GETs of bytes the version held here has: the bucket holds another.
+        ("InvalidRange", _) | (_, Some(416)) => {
+            version_changed(key, "unknown: shorter than the version held here")
+        }
         ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch", _) | (_, Some(403)) => {
             StoreError::AccessDenied(format!("{code} {message}").trim().to_string())
         }

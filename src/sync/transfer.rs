@@ -33,8 +33,13 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
                 crate::fs::plan::JobId::Inode(ino) => ino,
                 _ => return Ok(Outcome::Local),
             };
-            blocking(move || fs.materialize(ino)).await?;
-            return Ok(Outcome::Local);
+            return match blocking(move || fs.materialize(ino)).await {
+                // The version it holds at that key is gone: it cannot hold the key.
+                Err(StoreError::VersionChanged(_)) => {
+                    Ok(Outcome::BaseReplaced(store.head_checked(&job.key).await?))
+                }
+                done => done.map(|_| Outcome::Local),
+            };
         }
         JobKind::Copy { from, from_etag } => {
             if let Some(conflict) = precheck(store.as_ref(), job, check_first).await? {

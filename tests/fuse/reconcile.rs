@@ -2,6 +2,7 @@
 //! changes in, and concurrent edits keep both versions instead of overwriting one.
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -458,5 +459,53 @@ fn a_rename_of_an_unread_file_deleted_meanwhile_removes_it() {
     wait_until("the renamed file leaves the mount", || {
         !mnt.p("b.bin").exists()
     });
+    mnt.unmount();
+}
+
+#[test]
+fn a_new_file_at_the_old_name_of_a_rename_whose_base_was_replaced_still_goes_up() {
+    let env = Env::new();
+    env.put("app.log", &pattern(8 << 20, 9), &[]);
+    let mnt = mount_synced_by_hand(&env);
+    let mut head = vec![0u8; 4096];
+    fs::File::open(mnt.p("app.log"))
+        .unwrap()
+        .read_exact_at(&mut head, 0)
+        .unwrap();
+    // Log rotation, while another client replaces the old name.
+    fs::rename(mnt.p("app.log"), mnt.p("app.log.1")).unwrap();
+    fs::write(mnt.p("app.log"), b"a new log").unwrap();
+    env.put("app.log", b"theirs", &[]);
+    sync(&env, &mnt);
+    // Nothing is overwritten: theirs keeps the name, ours goes beside it. The rotated
+    // log held only 4 KiB of a version that no longer exists: its rename is dropped.
+    assert_eq!(env.get("app.log").unwrap().0, b"theirs");
+    let copy = conflict_key(&env, "app", ".log").expect("no conflict copy in the bucket");
+    assert_eq!(env.get(&copy).unwrap().0, b"a new log");
+    assert!(env.get("app.log.1").is_none(), "the bucket holds app.log.1");
+    mnt.unmount();
+}
+
+#[test]
+fn a_new_file_fsynced_at_the_old_name_of_a_rename_whose_base_was_replaced_goes_up() {
+    let env = Env::new();
+    env.put("app.log", &pattern(8 << 20, 9), &[]);
+    let mnt = mount_synced_by_hand(&env);
+    let mut head = vec![0u8; 4096];
+    fs::File::open(mnt.p("app.log"))
+        .unwrap()
+        .read_exact_at(&mut head, 0)
+        .unwrap();
+    fs::rename(mnt.p("app.log"), mnt.p("app.log.1")).unwrap();
+    env.put("app.log", b"theirs", &[]);
+    // Asked up at once: the rotated file must first take its bytes off that key.
+    let mut f = fs::File::create(mnt.p("app.log")).unwrap();
+    f.write_all(b"a new log").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    sync(&env, &mnt);
+    assert_eq!(env.get("app.log").unwrap().0, b"theirs");
+    let copy = conflict_key(&env, "app", ".log").expect("no conflict copy in the bucket");
+    assert_eq!(env.get(&copy).unwrap().0, b"a new log");
     mnt.unmount();
 }
