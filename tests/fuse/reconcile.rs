@@ -25,6 +25,15 @@ fn mount_synced_by_hand(env: &Env) -> Mount {
     )
 }
 
+/// Reads the first 4 KiB of `path`, so that only the start of it is cached.
+fn read_first_block(path: &Path) {
+    let mut head = vec![0u8; 4096];
+    fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut head, 0)
+        .unwrap();
+}
+
 /// The one conflict copy of `stem.ext` in the bucket, if any.
 fn conflict_key(env: &Env, stem: &str, ext: &str) -> Option<String> {
     env.keys()
@@ -373,11 +382,7 @@ fn a_chmod_meeting_a_remote_delete_of_a_file_not_all_here_lets_the_delete_win() 
     let env = Env::new();
     env.put("m.bin", &pattern(8 << 20, 3), &[]);
     let mnt = mount_synced_by_hand(&env);
-    let mut head = vec![0u8; 4096];
-    fs::File::open(mnt.p("m.bin"))
-        .unwrap()
-        .read_exact_at(&mut head, 0)
-        .unwrap();
+    read_first_block(&mnt.p("m.bin"));
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(mnt.p("m.bin"), fs::Permissions::from_mode(0o600)).unwrap();
     env.delete("m.bin");
@@ -467,11 +472,7 @@ fn a_new_file_at_the_old_name_of_a_rename_whose_base_was_replaced_still_goes_up(
     let env = Env::new();
     env.put("app.log", &pattern(8 << 20, 9), &[]);
     let mnt = mount_synced_by_hand(&env);
-    let mut head = vec![0u8; 4096];
-    fs::File::open(mnt.p("app.log"))
-        .unwrap()
-        .read_exact_at(&mut head, 0)
-        .unwrap();
+    read_first_block(&mnt.p("app.log"));
     // Log rotation, while another client replaces the old name.
     fs::rename(mnt.p("app.log"), mnt.p("app.log.1")).unwrap();
     fs::write(mnt.p("app.log"), b"a new log").unwrap();
@@ -491,11 +492,7 @@ fn a_new_file_fsynced_at_the_old_name_of_a_rename_whose_base_was_replaced_goes_u
     let env = Env::new();
     env.put("app.log", &pattern(8 << 20, 9), &[]);
     let mnt = mount_synced_by_hand(&env);
-    let mut head = vec![0u8; 4096];
-    fs::File::open(mnt.p("app.log"))
-        .unwrap()
-        .read_exact_at(&mut head, 0)
-        .unwrap();
+    read_first_block(&mnt.p("app.log"));
     fs::rename(mnt.p("app.log"), mnt.p("app.log.1")).unwrap();
     env.put("app.log", b"theirs", &[]);
     // Asked up at once: the rotated file must first take its bytes off that key.
