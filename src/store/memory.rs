@@ -66,6 +66,18 @@ impl MemoryStore {
         self.objects.lock().get(key).map(|o| o.body.clone())
     }
 
+    /// One GET of `range` (clamped to the object) of the version `etag` (any if empty).
+    fn read_range(&self, key: &str, range: Range<u64>, etag: &str) -> StoreResult<Bytes> {
+        StoreStats::count(&self.stats.gets, 1);
+        self.injected_fault()?;
+        let object = self.lookup(key)?;
+        expect_version(key, etag, Some(&object.etag))?;
+        let end = (range.end as usize).min(object.body.len());
+        let start = (range.start as usize).min(end);
+        StoreStats::count(&self.stats.bytes_fetched, (end - start) as u64);
+        Ok(object.body.slice(start..end))
+    }
+
     pub fn etag(&self, key: &str) -> Option<String> {
         self.objects.lock().get(key).map(|o| o.etag.clone())
     }
@@ -172,13 +184,7 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
-        StoreStats::count(&self.stats.gets, 1);
-        self.injected_fault()?;
-        let body = self.lookup(key)?.body;
-        let end = (range.end as usize).min(body.len());
-        let start = (range.start as usize).min(end);
-        StoreStats::count(&self.stats.bytes_fetched, (end - start) as u64);
-        Ok(body.slice(start..end))
+        self.read_range(key, range, "")
     }
 
     async fn get_range_into(
@@ -188,15 +194,10 @@ impl ObjectStore for MemoryStore {
         etag: &str,
         sink: &PieceSink<'_>,
     ) -> StoreResult<u64> {
-        StoreStats::count(&self.stats.gets, 1);
-        self.injected_fault()?;
-        let object = self.lookup(key)?;
-        expect_version(key, etag, Some(&object.etag))?;
-        let end = (range.end as usize).min(object.body.len());
-        let start = (range.start as usize).min(end);
-        StoreStats::count(&self.stats.bytes_fetched, (end - start) as u64);
-        sink(start as u64, &object.body[start..end])?;
-        Ok((end - start) as u64)
+        let start = range.start;
+        let body = self.read_range(key, range, etag)?;
+        sink(start, &body)?;
+        Ok(body.len() as u64)
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
