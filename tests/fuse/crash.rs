@@ -204,12 +204,7 @@ fn a_partial_edit_whose_upload_may_have_landed_before_a_crash_still_goes_up() {
     let proxy = FreezableProxy::start(&env.endpoint);
     let via_proxy = ["--endpoint", &proxy.endpoint, "--upload-delay-ms", "300"];
     let mount = env.mount_at(BUCKET, &mnt, &cache, &via_proxy);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .open(mount.p("part.bin"))
-        .unwrap();
-    f.write_all(b"edited here").unwrap();
-    drop(f);
+    crate::support::write_in_place(&mount.p("part.bin"), 0, b"edited here");
     // The upload starts with the server unreachable, and the daemon dies in it.
     proxy.freeze(true);
     std::thread::sleep(Duration::from_millis(600));

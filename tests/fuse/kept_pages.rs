@@ -2,11 +2,10 @@
 //! read again comes from memory; what changes the file behind those pages (a new
 //! version in the bucket) must still be seen.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 
-use crate::support::{pattern, wait_until, Env, BUCKET};
+use crate::support::{pattern, wait_until, write_in_place, Env, BUCKET};
 
 /// How many of the file's pages the kernel holds right after an open, before any read.
 fn resident_pages_after_open(path: &std::path::Path) -> (usize, usize) {
@@ -49,12 +48,7 @@ fn without_passthrough_a_file_read_again_comes_from_the_kernels_pages() {
     assert_eq!(resident, pages, "the open dropped the kernel's pages");
 
     // A write through another handle goes through those same pages.
-    let writer = OpenOptions::new()
-        .write(true)
-        .open(mnt.p("kept.bin"))
-        .unwrap();
-    writer.write_all_at(b"changed here", 4000).unwrap();
-    drop(writer);
+    write_in_place(&mnt.p("kept.bin"), 4000, b"changed here");
     let mut expected = data.clone();
     expected[4000..4012].copy_from_slice(b"changed here");
     assert!(

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::support::{pattern, status, sync, wait_until, Env, Mount, BUCKET};
+use crate::support::{pattern, status, sync, wait_until, write_in_place, Env, Mount, BUCKET};
 
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -32,6 +32,18 @@ fn read_first_block(path: &Path) {
         .unwrap()
         .read_exact_at(&mut head, 0)
         .unwrap();
+}
+
+/// `key` in the bucket holds the local edit ("edited here" at 0), is `len` long, and
+/// where the bytes never fetched stood there is nothing of the version `new`.
+fn assert_edit_without_new_bytes(env: &Env, key: &str, len: usize, new: &[u8]) {
+    let kept = env.get(key).unwrap().0;
+    assert_eq!(&kept[..11], b"edited here");
+    assert_eq!(kept.len(), len);
+    assert_ne!(
+        kept[6 << 20..(6 << 20) + 4096],
+        new[6 << 20..(6 << 20) + 4096]
+    );
 }
 
 /// The one conflict copy of `stem.ext` in the bucket, if any.
@@ -320,12 +332,7 @@ fn a_partial_edit_of_a_replaced_object_becomes_a_conflict_without_its_bytes() {
     env.put("part.bin", &old, &[]);
     let mnt = mount_synced_by_hand(&env);
     // A write in place fetches nothing: the rest of the file stays in the bucket only.
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .open(mnt.p("part.bin"))
-        .unwrap();
-    f.write_all_at(b"edited here", 0).unwrap();
-    drop(f);
+    write_in_place(&mnt.p("part.bin"), 0, b"edited here");
     env.put("part.bin", &new, &[]);
     // The upload cannot fill the file from the version it was based on: a conflict.
     sync(&env, &mnt);
@@ -334,14 +341,7 @@ fn a_partial_edit_of_a_replaced_object_becomes_a_conflict_without_its_bytes() {
         "the bucket holds another part.bin"
     );
     let copy = conflict_key(&env, "part", ".bin").expect("no conflict copy in the bucket");
-    let kept = env.get(&copy).unwrap().0;
-    assert_eq!(&kept[..11], b"edited here");
-    assert_eq!(kept.len(), old.len());
-    // Whatever stands where the old bytes were, it is not the new version's.
-    assert_ne!(
-        kept[6 << 20..(6 << 20) + 4096],
-        new[6 << 20..(6 << 20) + 4096]
-    );
+    assert_edit_without_new_bytes(&env, &copy, old.len(), &new);
     mnt.unmount();
 }
 
@@ -351,28 +351,16 @@ fn a_renamed_partial_edit_whose_base_was_replaced_goes_up_without_its_bytes() {
     let (old, new) = (pattern(8 << 20, 1), pattern(8 << 20, 2));
     env.put("a.bin", &old, &[]);
     let mnt = mount_synced_by_hand(&env);
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .open(mnt.p("a.bin"))
-        .unwrap();
-    f.write_all_at(b"edited here", 0).unwrap();
-    drop(f);
+    write_in_place(&mnt.p("a.bin"), 0, b"edited here");
     fs::rename(mnt.p("a.bin"), mnt.p("b.bin")).unwrap();
     // The base of b.bin, still at its old name, is replaced before the upload.
     env.put("a.bin", &new, &[]);
     sync(&env, &mnt);
-    assert_eq!(
-        env.get("a.bin").unwrap().0,
-        new,
+    assert!(
+        env.get("a.bin").unwrap().0 == new,
         "the other client's version stays"
     );
-    let kept = env.get("b.bin").unwrap().0;
-    assert_eq!(&kept[..11], b"edited here");
-    assert_eq!(kept.len(), old.len());
-    assert_ne!(
-        kept[6 << 20..(6 << 20) + 4096],
-        new[6 << 20..(6 << 20) + 4096]
-    );
+    assert_edit_without_new_bytes(&env, "b.bin", old.len(), &new);
     assert_eq!(status(&env, &mnt)["conflicts"], 1);
     mnt.unmount();
 }
