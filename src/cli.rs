@@ -146,6 +146,10 @@ pub struct MountArgs {
     /// 0 turns polling off.
     #[arg(long, default_value_t = 10)]
     pub poll_interval: u64,
+    /// LIST requests a minute the polls may take on average (one per 1,000 keys): a
+    /// larger bucket is listed less often than --poll-interval. 0: no bound.
+    #[arg(long, default_value_t = 60)]
+    pub poll_lists_per_minute: u64,
     /// Opening a file checks it with one HEAD when the bucket last confirmed it longer
     /// ago than this many seconds (close-to-open freshness).
     #[arg(long, default_value_t = 5)]
@@ -270,7 +274,7 @@ fn option_to_flags(item: &str) -> Result<Vec<String>, String> {
         },
         "cache_size" | "uid" | "gid" | "umask" | "request_timeout" | "upload_delay_ms"
         | "unmount_timeout" | "metadata_fill" | "metadata_wait" | "poll_interval"
-        | "metadata_ttl" | "fuse_threads" | "log_level" => valued(&key.replace('_', "-")),
+        | "poll_lists_per_minute" | "metadata_ttl" | "fuse_threads" | "log_level" => valued(&key.replace('_', "-")),
         _ => Err(format!(
             "unknown option {key:?} (see s3syncfs mount --help; generic mount options such as _netdev are accepted)"
         )),
@@ -426,8 +430,10 @@ impl MountArgs {
             }),
             metadata_wait: self.metadata_wait,
             fsync_remote: self.fsync_remote,
-            poll_interval: (self.poll_interval > 0)
-                .then(|| Duration::from_secs(self.poll_interval)),
+            poll: (self.poll_interval > 0).then(|| crate::sync::PollPace {
+                interval: Duration::from_secs(self.poll_interval),
+                lists_per_minute: self.poll_lists_per_minute,
+            }),
             metadata_ttl: Duration::from_secs(self.metadata_ttl),
             fuse_threads: self.fuse_threads.max(1),
         })
@@ -488,7 +494,7 @@ mod tests {
             "b",
             "/mnt",
             "-o",
-            "_netdev,nofail,x-systemd.automount,endpoint=http://h:9000,path_style,cache_size=1G,ro,fsync=remote",
+            "_netdev,nofail,x-systemd.automount,endpoint=http://h:9000,path_style,cache_size=1G,ro,fsync=remote,poll_lists_per_minute=120",
         ]);
         assert_eq!(
             expand_options(argv).unwrap(),
@@ -503,7 +509,9 @@ mod tests {
                 "--cache-size",
                 "1G",
                 "--read-only",
-                "--fsync-remote"
+                "--fsync-remote",
+                "--poll-lists-per-minute",
+                "120"
             ])
         );
         let err = expand_options(strings(&["x", "-o", "bogus=1"])).unwrap_err();

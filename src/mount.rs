@@ -48,7 +48,8 @@ pub struct MountOptions {
     pub metadata_wait: usize,
     pub fsync_remote: bool,
     /// How often the bucket is listed for remote changes; None: never.
-    pub poll_interval: Option<Duration>,
+    /// None: no polling.
+    pub poll: Option<crate::sync::PollPace>,
     pub metadata_ttl: Duration,
     pub fuse_threads: usize,
 }
@@ -314,8 +315,8 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             tracing::warn!(%err, "no control socket: status and sync will not work");
         }
     }
-    if let Some(interval) = options.poll_interval {
-        let reconciler = crate::sync::Reconciler::new(fs.clone(), interval);
+    if let Some(pace) = options.poll {
+        let reconciler = crate::sync::Reconciler::new(fs.clone(), pace);
         runtime.spawn(reconciler.run(shutdown_rx.clone()));
     }
     let uploads = runtime.spawn(uploader.run(shutdown_rx, options.unmount_timeout));

@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use crate::store::{Listing, ObjectSummary};
 
 use super::listing::Fill;
+use super::remote::ListedObjects;
 use super::tree::Tree;
 use super::Fs;
 
@@ -21,12 +22,7 @@ type ByDir = HashMap<String, (Vec<ObjectSummary>, BTreeSet<String>)>;
 impl Fs {
     /// Fills unlisted directories from a listing of the whole prefix that started at
     /// `epoch`.
-    pub(super) fn prefill_unlisted(
-        &self,
-        tree: &mut Tree,
-        objects: &HashMap<&str, &ObjectSummary>,
-        epoch: u64,
-    ) {
+    pub(super) fn prefill_unlisted(&self, tree: &mut Tree, objects: &ListedObjects, epoch: u64) {
         if objects.len() > PREFILL_MAX_KEYS {
             return;
         }
@@ -68,15 +64,11 @@ impl Fs {
 
     /// Sorts the listing into directories, leaving out keys this mount wrote or
     /// deleted since the listing started (it may not show that work yet).
-    fn group_by_dir(
-        &self,
-        tree: &Tree,
-        objects: &HashMap<&str, &ObjectSummary>,
-        epoch: u64,
-    ) -> ByDir {
+    fn group_by_dir(&self, tree: &Tree, objects: &ListedObjects, epoch: u64) -> ByDir {
         let root = self.config.prefix.as_str();
         let mut by_dir = ByDir::new();
-        for (&key, &object) in objects {
+        for object in objects.iter() {
+            let key = object.key.as_str();
             if tree.own_work_on(key, epoch) {
                 continue;
             }

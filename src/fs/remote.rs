@@ -39,19 +39,11 @@ impl Fs {
     /// Applies a listing of the whole mounted prefix, started at `epoch`: new objects
     /// appear in directories already listed, changed ones get their new version,
     /// deleted ones go. Local changes meeting remote ones keep both.
-    pub fn reconcile(self: &Arc<Self>, listing: &Listing, epoch: u64) {
+    pub fn reconcile(self: &Arc<Self>, listing: Listing, epoch: u64) {
         // What needs no namespace is worked out before the lock: every request of the
         // mount waits while it is held.
-        let objects: HashMap<&str, &ObjectSummary> = listing
-            .objects
-            .iter()
-            .filter(|o| !is_own_probe(self.config.prefix.as_str(), &o.key))
-            .map(|o| (o.key.as_str(), o))
-            .collect();
+        let objects = ListedObjects::new(self.config.prefix.as_str(), listing.objects);
         let prefixes = key_prefixes(&objects);
-        let mut ordered: Vec<(&str, &ObjectSummary)> =
-            objects.iter().map(|(k, o)| (*k, *o)).collect();
-        ordered.sort_unstable_by_key(|(key, _)| *key);
         let (changes, to_fill) = {
             let mut tree = self.tree.lock();
             // Passthrough writes so far count as local changes in what follows.
@@ -59,7 +51,7 @@ impl Fs {
             let state = tree.state.clone();
             let _atomic = state.batch();
             let mut changes = self.apply_known(&mut tree, &objects, epoch);
-            let to_fill = self.merge_new(&mut tree, &ordered, epoch, &mut changes);
+            let to_fill = self.merge_new(&mut tree, &objects, epoch, &mut changes);
             self.prefill_unlisted(&mut tree, &objects, epoch);
             changes.extend(self.drop_vanished_dirs(&mut tree, &prefixes, epoch));
             // Keys touched before this listing are described by it: no longer needed.
@@ -79,7 +71,7 @@ impl Fs {
     fn apply_known(
         &self,
         tree: &mut Tree,
-        objects: &HashMap<&str, &ObjectSummary>,
+        objects: &ListedObjects,
         epoch: u64,
     ) -> Vec<KernelChange> {
         let now = Instant::now();
@@ -95,7 +87,7 @@ impl Fs {
             if key.ends_with('/') || inode.unlinked || inode.is_dir() {
                 continue;
             }
-            let unchanged = match (objects.get(key.as_str()), &inode.stored) {
+            let unchanged = match (objects.get(key), &inode.stored) {
                 (Some(object), Some(stored)) if stored.key == *key => {
                     stored.etag.is_empty()
                         || object.etag.is_empty()
@@ -125,7 +117,7 @@ impl Fs {
                 .as_ref()
                 .map(|s| s.etag.clone())
                 .unwrap_or_default();
-            match objects.get(key.as_str()) {
+            match objects.get(&key) {
                 Some(object)
                     if base_etag.is_empty()
                         || object.etag.is_empty()
@@ -171,7 +163,7 @@ impl Fs {
     fn merge_new(
         &self,
         tree: &mut Tree,
-        ordered: &[(&str, &ObjectSummary)],
+        objects: &ListedObjects,
         epoch: u64,
         changes: &mut Vec<KernelChange>,
     ) -> Vec<(u64, String)> {
@@ -190,7 +182,8 @@ impl Fs {
         let mut last_parent = None;
         let mut news_above: Vec<(&str, String)> = Vec::new();
         let mut parent_listed = None;
-        for &(key, object) in ordered {
+        for object in objects.iter() {
+            let key = object.key.as_str();
             let parent = &key[..key.rfind('/').map_or(0, |i| i + 1)];
             if last_parent != Some(parent) {
                 last_parent = Some(parent);
@@ -401,10 +394,39 @@ fn subdirs_news<'a>(
         .collect()
 }
 
+/// A whole-prefix listing's objects sorted by key, without this mount's probes, found
+/// by binary search: a poll of a large bucket builds no second index of its keys (the
+/// listing of a million keys is some 150 MB by itself).
+pub(super) struct ListedObjects(Vec<ObjectSummary>);
+
+impl ListedObjects {
+    fn new(prefix: &str, mut objects: Vec<ObjectSummary>) -> ListedObjects {
+        objects.retain(|o| !is_own_probe(prefix, &o.key));
+        // S3 lists in key order already: then the sort is one pass.
+        objects.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        objects.dedup_by(|a, b| a.key == b.key);
+        ListedObjects(objects)
+    }
+
+    pub(super) fn get(&self, key: &str) -> Option<&ObjectSummary> {
+        let at = self.0.binary_search_by(|o| o.key.as_str().cmp(key)).ok()?;
+        Some(&self.0[at])
+    }
+
+    /// In key order: the keys of one directory come together.
+    pub(super) fn iter(&self) -> std::slice::Iter<'_, ObjectSummary> {
+        self.0.iter()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// Every directory prefix (`a/`, `a/b/`) some listed key lies under.
-fn key_prefixes<'a>(objects: &HashMap<&'a str, &ObjectSummary>) -> HashSet<&'a str> {
+fn key_prefixes(objects: &ListedObjects) -> HashSet<&str> {
     let mut present = HashSet::new();
-    for &key in objects.keys() {
+    for key in objects.iter().map(|o| o.key.as_str()) {
         for (i, _) in key.match_indices('/') {
             present.insert(&key[..=i]);
         }

@@ -573,3 +573,36 @@ fn a_full_cache_evicts_clean_files_and_refuses_writes_only_when_all_is_changed()
     );
     assert_eq!(h.store.body("b").unwrap().as_ref(), &b[..]);
 }
+
+#[test]
+fn the_reconciler_lists_a_large_bucket_no_more_often_than_its_request_budget() {
+    use crate::sync::{PollPace, Reconciler};
+    use std::sync::atomic::Ordering;
+    let h = harness_with("", |s| {
+        for i in 0..2500 {
+            s.insert(&format!("d/f{i:05}"), b"x", Metadata::new());
+        }
+    });
+    // 2,500 keys are three LIST requests: at six a minute, one listing every 30 s.
+    let pace = PollPace {
+        interval: Duration::from_secs(1),
+        lists_per_minute: 6,
+    };
+    let lists = || h.store.stats().lists.load(Ordering::Relaxed);
+    let before = lists();
+    let clock = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    clock.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let polls = tokio::spawn(Reconciler::new(h.fs.clone(), pace).run(stopped));
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert_eq!(lists() - before, 1, "polled again before 30 s");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(lists() - before, 2, "not polled again after 30 s");
+        stop.send(true).unwrap();
+        polls.await.unwrap();
+    });
+}

@@ -7,6 +7,6 @@ mod transfer;
 pub mod uploader;
 
 pub use probe::probe_conditional_writes;
-pub use reconciler::Reconciler;
+pub use reconciler::{PollPace, Reconciler};
 pub use report::UploadReport;
 pub use uploader::{Uploader, UploaderConfig};
