@@ -45,7 +45,7 @@ impl Fs {
             }
         };
         let _one_listing = self.listing.lock();
-        {
+        let started = {
             let mut tree = self.tree.lock();
             match tree.get(ino) {
                 None => return Ok(()),
@@ -58,7 +58,9 @@ impl Fs {
                 Some(_) => {}
             }
             tree.deleted_during_listing = Some(Default::default());
-        }
+            tree.epoch += 1;
+            tree.epoch
+        };
         let listing = self.block_on(
             &format!("LIST {prefix}"),
             self.store.list(&prefix, Some("/")),
@@ -71,6 +73,7 @@ impl Fs {
             let to_fill = self.merge_listing(&mut tree, ino, &prefix, &listing);
             if let Some(dir) = tree.get_mut(ino) {
                 dir.listed = true;
+                dir.listed_at = started;
             }
             to_fill
         };

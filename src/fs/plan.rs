@@ -302,13 +302,6 @@ impl Fs {
         }
     }
 
-    /// Notes that this mount changed `key` in the bucket just now.
-    fn touch(&self, tree: &mut Tree, key: &str) {
-        tree.epoch += 1;
-        let epoch = tree.epoch;
-        tree.touched.insert(key.to_string(), epoch);
-    }
-
     /// Records the outcome of a job; `etag` is what the bucket answered. Each step is
     /// ordered so that a crash between two state writes loses nothing: deletes owed are
     /// queued before the upload stops counting as in flight.
@@ -323,7 +316,7 @@ impl Fs {
             (JobId::Delete(key), outcome) => {
                 tree.unqueue_delete(key);
                 if outcome == Outcome::Deleted {
-                    self.touch(&mut tree, key);
+                    tree.touch(key);
                     self.note_deleted(&mut tree, key);
                 }
                 return;
@@ -354,7 +347,7 @@ impl Fs {
             }
             (JobId::Inode(_), _) => return,
         };
-        self.touch(&mut tree, &job.key);
+        tree.touch(&job.key);
         tree.uncertain.remove(&job.key);
         let live = tree.get(ino).is_some_and(|i| !i.unlinked);
         if !live {

@@ -107,6 +107,10 @@ impl Fs {
                 continue;
             }
             let Some(inode) = tree.get(ino) else { continue };
+            // Its directory was listed after this listing started: that is newer news.
+            if tree.listed_after(inode.parent, epoch) {
+                continue;
+            }
             // A renamed file's old key is only the source of its copy.
             if self.current_key(tree, ino).as_deref() != Some(key.as_str()) {
                 continue;
@@ -187,8 +191,10 @@ impl Fs {
             let parent = &key[..key.rfind('/').map_or(0, |i| i + 1)];
             if last_parent != Some(parent) {
                 last_parent = Some(parent);
-                news_above = subdirs_news(tree, &listed, parent);
-                parent_listed = listed.get_key_value(parent);
+                news_above = subdirs_news(tree, &listed, parent, epoch);
+                parent_listed = listed
+                    .get_key_value(parent)
+                    .filter(|&(_, &dir)| !tree.listed_after(dir, epoch));
             }
             // A file of that name takes nothing from the listing either.
             let name = &key[parent.len()..];
@@ -250,7 +256,12 @@ impl Fs {
         dirs.sort_by_key(|d| std::cmp::Reverse(d.0)); // deepest first
         let mut changes = Vec::new();
         for (_, ino, prefix) in dirs {
-            let gone = !present.contains(prefix.as_str())
+            let newer = tree.listed_after(ino, epoch)
+                || tree
+                    .get(ino)
+                    .is_some_and(|i| tree.listed_after(i.parent, epoch));
+            let gone = !newer
+                && !present.contains(prefix.as_str())
                 && !tree.dirty().contains_key(&ino)
                 && !tree.own_work_on(&prefix, epoch)
                 && tree
@@ -311,6 +322,8 @@ impl Fs {
                 .unwrap_or_default();
             match result {
                 Ok(None) => {
+                    // Newer than any poll's listing under way: that must not undo it.
+                    tree.touch(&key);
                     let changes = self.forget_deleted(&mut tree, ino);
                     drop(tree);
                     // Not from inside open: the kernel may hold the directory's lock.
@@ -328,6 +341,7 @@ impl Fs {
                         info: info.clone(),
                         metadata_known: true,
                     };
+                    tree.touch(&key);
                     let changes = self.adopt_remote_data(&mut tree, ino, &remote);
                     drop(tree);
                     self.apply_head_attrs(ino, &info);
@@ -376,16 +390,21 @@ impl Fs {
 }
 
 /// The listed directories strictly above `parent` (a directory prefix) that lack the
-/// subdirectory leading to it: each one's prefix and the subdirectory's.
+/// subdirectory leading to it, unless listed after `epoch`: each one's prefix and the
+/// subdirectory's.
 fn subdirs_news<'a>(
     tree: &Tree,
     listed: &'a HashMap<String, u64>,
     parent: &str,
+    epoch: u64,
 ) -> Vec<(&'a str, String)> {
     let ends = std::iter::once(0).chain(parent.match_indices('/').map(|(i, _)| i + 1));
     ends.filter(|&end| end < parent.len())
         .filter_map(|end| {
             let (prefix, &dir) = listed.get_key_value(&parent[..end])?;
+            if tree.listed_after(dir, epoch) {
+                return None; // listed since: it knows better
+            }
             let name = parent[end..].split('/').next()?;
             tree.child(dir, name)
                 .is_none()

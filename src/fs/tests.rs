@@ -32,7 +32,20 @@ fn harness_with(prefix: &str, setup: impl FnOnce(&MemoryStore)) -> Harness {
 
 /// A core over `store` whose cache and state live in `dir` (kept across restarts).
 fn start(prefix: &str, store: Arc<MemoryStore>, dir: tempfile::TempDir) -> Harness {
-    start_limited(prefix, store, dir, None)
+    start_limited(prefix, store, dir, None, Duration::from_secs(3600))
+}
+
+/// A core whose opens check their file with a HEAD every time (metadata TTL 0).
+fn harness_checking_at_open(setup: impl FnOnce(&MemoryStore)) -> Harness {
+    let store = Arc::new(MemoryStore::new());
+    setup(&store);
+    start_limited(
+        "",
+        store,
+        tempfile::tempdir().unwrap(),
+        None,
+        Duration::ZERO,
+    )
 }
 
 fn start_limited(
@@ -40,6 +53,7 @@ fn start_limited(
     store: Arc<MemoryStore>,
     dir: tempfile::TempDir,
     cache_limit: Option<u64>,
+    metadata_ttl: Duration,
 ) -> Harness {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -61,7 +75,7 @@ fn start_limited(
             metadata_fill: 0,
             metadata_wait: 0,
             fsync_remote: false,
-            metadata_ttl: Duration::from_secs(3600),
+            metadata_ttl,
         },
     );
     Harness {
@@ -545,7 +559,13 @@ impl crate::fs::plan::Busy for NothingBusy {
 #[test]
 fn a_full_cache_evicts_clean_files_and_refuses_writes_only_when_all_is_changed() {
     let store = Arc::new(MemoryStore::new());
-    let h = start_limited("", store, tempfile::tempdir().unwrap(), Some(1 << 20));
+    let h = start_limited(
+        "",
+        store,
+        tempfile::tempdir().unwrap(),
+        Some(1 << 20),
+        Duration::from_secs(3600),
+    );
     let a: Vec<u8> = (0..600_000u32).map(|i| (i % 241) as u8).collect();
     let b: Vec<u8> = (0..600_000u32).map(|i| (i % 239) as u8).collect();
     h.write_file(ROOT, "a", &a);
@@ -605,4 +625,62 @@ fn the_reconciler_lists_a_large_bucket_no_more_often_than_its_request_budget() {
         stop.send(true).unwrap();
         polls.await.unwrap();
     });
+}
+
+/// A listing of the whole bucket as the poll takes it, and the epoch it started at.
+fn poll_listing(h: &Harness) -> (crate::store::Listing, u64) {
+    let epoch = h.fs.epoch();
+    let listing = h.runtime.block_on(h.store.list("", None)).unwrap();
+    (listing, epoch)
+}
+
+#[test]
+fn a_poll_does_not_remove_a_file_a_directory_listing_found_after_it_started() {
+    let h = harness_with("", |s| s.insert("d/a", b"a", Metadata::new()));
+    let d = h.fs.lookup(ROOT, "d").unwrap().ino;
+    let (listing, epoch) = poll_listing(&h);
+    // Another client adds d/b after the poll's LIST went past it; this mount's first
+    // look into d shows it.
+    h.store.insert("d/b", b"b", Metadata::new());
+    assert_eq!(h.read_all(d, "b"), b"b");
+    h.fs.reconcile(listing, epoch);
+    assert_eq!(h.read_all(d, "b"), b"b", "the older listing removed d/b");
+    // The next poll lists it and keeps it.
+    let (listing, epoch) = poll_listing(&h);
+    h.fs.reconcile(listing, epoch);
+    assert_eq!(h.read_all(d, "b"), b"b");
+}
+
+#[test]
+fn a_poll_does_not_bring_back_an_older_version_an_open_replaced() {
+    let h = harness_checking_at_open(|s| s.insert("f", b"one", Metadata::new()));
+    assert_eq!(h.read_all(ROOT, "f"), b"one");
+    let (listing, epoch) = poll_listing(&h);
+    h.store.insert("f", b"two!", Metadata::new());
+    // The open's HEAD finds the new version.
+    assert_eq!(h.read_all(ROOT, "f"), b"two!");
+    h.fs.reconcile(listing, epoch);
+    // (Read before any open, which would check again.)
+    let size = h.fs.lookup(ROOT, "f").unwrap().size;
+    assert_eq!(size, 4, "the older listing's version came back");
+    assert_eq!(h.read_all(ROOT, "f"), b"two!");
+}
+
+#[test]
+fn a_poll_does_not_bring_back_a_file_an_open_found_deleted() {
+    let h = harness_checking_at_open(|s| {
+        s.insert("d/a", b"a", Metadata::new());
+        s.insert("d/x", b"x", Metadata::new());
+    });
+    let d = h.fs.lookup(ROOT, "d").unwrap().ino;
+    assert_eq!(h.read_all(d, "x"), b"x");
+    let (listing, epoch) = poll_listing(&h);
+    h.runtime.block_on(h.store.delete("d/x")).unwrap();
+    let x = h.fs.lookup(d, "x").unwrap().ino;
+    assert!(matches!(h.fs.open(x, false, false), Err(FsError::NotFound)));
+    h.fs.reconcile(listing, epoch);
+    assert!(
+        matches!(h.fs.lookup(d, "x"), Err(FsError::NotFound)),
+        "the older listing brought d/x back"
+    );
 }

@@ -50,6 +50,9 @@ pub struct Inode {
     pub children: Option<BTreeMap<String, u64>>,
     /// Directories: whether the bucket's entries under it were merged in.
     pub listed: bool,
+    /// Directories: the epoch at which the LIST that filled it started. A poll whose
+    /// listing started earlier is older news about its entries.
+    pub listed_at: u64,
     pub symlink_target: Option<String>,
     /// Whether attributes came from object metadata or local changes (not defaults).
     pub meta_known: bool,
@@ -94,6 +97,7 @@ impl Inode {
             attr,
             children: is_dir.then(BTreeMap::new),
             listed: false,
+            listed_at: 0,
             symlink_target: None,
             meta_known: false,
             content: None,
@@ -145,7 +149,8 @@ pub struct Tree {
     pub persisted: HashMap<u64, crate::state::EntryRecord>,
     /// While a LIST is under way: keys deleted meanwhile, which its answer may still show.
     pub deleted_during_listing: Option<HashSet<String>>,
-    /// Counts this mount's writes and deletes in the bucket ...
+    /// Counts this mount's writes and deletes in the bucket, and what it learned of
+    /// keys outside a poll (a HEAD, a directory's LIST) ...
     pub epoch: u64,
     /// ... and the count at each key's last one, so a listing that started earlier is
     /// not taken as news about that key.
@@ -338,8 +343,21 @@ impl Tree {
         out
     }
 
+    /// Notes that this mount changed `key` in the bucket, or learned its state there,
+    /// just now.
+    pub fn touch(&mut self, key: &str) {
+        self.epoch += 1;
+        self.touched.insert(key.to_string(), self.epoch);
+    }
+
+    /// Whether directory `dir` was filled by a LIST that started after `epoch`: what
+    /// a poll started at `epoch` says about its entries is older than what it holds.
+    pub fn listed_after(&self, dir: u64, epoch: u64) -> bool {
+        self.get(dir).is_some_and(|d| d.listed_at > epoch)
+    }
+
     /// Whether what a listing started at `epoch` says about `key` may be out of date
-    /// because of this mount's own work on it.
+    /// because of this mount's own work on it, or newer news of it.
     pub fn own_work_on(&self, key: &str, epoch: u64) -> bool {
         self.busy.contains_key(key)
             || self.uncertain.contains(key)
