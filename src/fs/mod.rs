@@ -38,7 +38,7 @@ pub use io::{Opened, SetAttr};
 pub use namespace::{Caller, DirEntry, RenameMode};
 pub use persist::cache_files_in_use;
 pub use progress::{Pending, SyncMark};
-pub use remote::{HeadChecked, PROBE_NAME_START};
+pub use remote::{HeadChecked, PollScope, PROBE_NAME_START};
 use tree::Tree;
 pub use tree::{same_etag, Attr, NodeKind, ROOT};
 pub use verify::{Finding, FindingKind, VerifyReport};

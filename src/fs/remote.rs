@@ -36,13 +36,14 @@ impl Fs {
         self.tree.lock().epoch
     }
 
-    /// Applies a listing of the whole mounted prefix, started at `epoch`: new objects
-    /// appear in directories already listed, changed ones get their new version,
-    /// deleted ones go. Local changes meeting remote ones keep both.
-    pub fn reconcile(self: &Arc<Self>, listing: Listing, epoch: u64) {
+    /// Applies a poll's listing (of the whole mounted prefix, or of the directories
+    /// `scope` names), started at `epoch`: new objects appear in directories already
+    /// listed, changed ones get their new version, deleted ones go. Local changes
+    /// meeting remote ones keep both.
+    pub fn reconcile(self: &Arc<Self>, listing: Listing, epoch: u64, scope: &PollScope) {
         // What needs no namespace is worked out before the lock: every request of the
         // mount waits while it is held.
-        let objects = ListedObjects::new(self.config.prefix.as_str(), listing.objects);
+        let objects = ListedObjects::new(self.config.prefix.as_str(), listing);
         let prefixes = key_prefixes(&objects);
         let (changes, to_fill) = {
             let mut tree = self.tree.lock();
@@ -50,10 +51,12 @@ impl Fs {
             self.notice_all_direct_writes(&mut tree);
             let state = tree.state.clone();
             let _atomic = state.batch();
-            let mut changes = self.apply_known(&mut tree, &objects, epoch);
+            let mut changes = self.apply_known(&mut tree, &objects, epoch, scope);
             let to_fill = self.merge_new(&mut tree, &objects, epoch, &mut changes);
-            self.prefill_unlisted(&mut tree, &objects, epoch);
-            changes.extend(self.drop_vanished_dirs(&mut tree, &prefixes, epoch));
+            if matches!(scope, PollScope::All) {
+                self.prefill_unlisted(&mut tree, &objects, epoch);
+            }
+            changes.extend(self.drop_vanished_dirs(&mut tree, &prefixes, epoch, scope));
             // Keys touched before this listing are described by it: no longer needed.
             tree.touched.retain(|_, at| *at > epoch);
             self.last_poll.store(unix_now(), Ordering::Relaxed);
@@ -73,6 +76,7 @@ impl Fs {
         tree: &mut Tree,
         objects: &ListedObjects,
         epoch: u64,
+        scope: &PollScope,
     ) -> Vec<KernelChange> {
         let now = Instant::now();
         // Most are unchanged and only marked confirmed, in one pass that builds no key
@@ -97,7 +101,7 @@ impl Fs {
             };
             if unchanged {
                 inode.checked = Some(now);
-            } else {
+            } else if scope.covers(parent_prefix(key)) {
                 suspects.push((key.clone(), ino));
             }
         }
@@ -243,6 +247,7 @@ impl Fs {
         tree: &mut Tree,
         present: &HashSet<&str>,
         epoch: u64,
+        scope: &PollScope,
     ) -> Vec<KernelChange> {
         let mut dirs: Vec<(usize, u64, String)> = tree
             .inodes
@@ -260,7 +265,9 @@ impl Fs {
                 || tree
                     .get(ino)
                     .is_some_and(|i| tree.listed_after(i.parent, epoch));
+            // A directory's presence is told by its parent's listing.
             let gone = !newer
+                && scope.covers(parent_prefix(prefix.trim_end_matches('/')))
                 && !present.contains(prefix.as_str())
                 && !tree.dirty().contains_key(&ino)
                 && !tree.own_work_on(&prefix, epoch)
@@ -358,6 +365,20 @@ impl Fs {
 }
 
 impl Fs {
+    /// The directories this mount has listed: each one's prefix and entry count.
+    pub fn listed_dirs(&self) -> Vec<(String, usize)> {
+        let tree = self.tree.lock();
+        tree.inodes
+            .iter()
+            .filter(|(_, i)| i.is_dir() && i.listed && !i.unlinked)
+            .filter_map(|(&ino, inode)| {
+                let path = tree.path(ino)?;
+                let entries = inode.children.as_ref().map_or(0, |c| c.len());
+                Some((self.config.prefix.dir_prefix(&path), entries))
+            })
+            .collect()
+    }
+
     /// Attributes from a HEAD of the version this clean inode holds.
     fn apply_head_attrs(&self, ino: u64, info: &ObjectInfo) {
         let mut tree = self.tree.lock();
@@ -413,13 +434,45 @@ fn subdirs_news<'a>(
         .collect()
 }
 
-/// A whole-prefix listing's objects sorted by key, without this mount's probes, found
-/// by binary search: a poll of a large bucket builds no second index of its keys (the
-/// listing of a million keys is some 150 MB by itself).
+/// What a poll listed: the whole mounted prefix, or only the directories this mount
+/// has listed (their prefixes), each with a delimiter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollScope {
+    All,
+    Dirs(HashSet<String>),
+}
+
+impl PollScope {
+    /// Whether the poll listed the directory of prefix `dir`, so that it tells which
+    /// keys and subdirectories are directly under it.
+    fn covers(&self, dir: &str) -> bool {
+        match self {
+            PollScope::All => true,
+            PollScope::Dirs(dirs) => dirs.contains(dir),
+        }
+    }
+}
+
+/// The prefix of the directory `key` is directly in (`a/b/` for `a/b/c`).
+fn parent_prefix(key: &str) -> &str {
+    &key[..key.rfind('/').map_or(0, |i| i + 1)]
+}
+
+/// A poll's listing sorted by key, without this mount's probes, found by binary
+/// search: a poll of a large bucket builds no second index of its keys (the listing of
+/// a million keys is some 90 MB by itself). Subdirectories of a listing made with a
+/// delimiter become markers (`a/b/`), as a flat listing of the same keys implies them.
 pub(super) struct ListedObjects(Vec<ObjectSummary>);
 
 impl ListedObjects {
-    fn new(prefix: &str, mut objects: Vec<ObjectSummary>) -> ListedObjects {
+    fn new(prefix: &str, listing: Listing) -> ListedObjects {
+        let mut objects = listing.objects;
+        objects.extend(listing.prefixes.into_iter().map(|key| ObjectSummary {
+            key,
+            size: 0,
+            etag: String::new(),
+            last_modified: std::time::UNIX_EPOCH,
+        }));
         objects.retain(|o| !is_own_probe(prefix, &o.key));
         // S3 lists in key order already: then the sort is one pass.
         objects.sort_unstable_by(|a, b| a.key.cmp(&b.key));
