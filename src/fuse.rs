@@ -714,6 +714,8 @@ impl crate::fs::KernelCache for Notifier {
         // ENOENT (the kernel no longer caches it) is success; anything else is noise.
         let sent = match change {
             KernelChange::Inode(ino) => self.0.inval_inode(INodeNo(*ino), 0, -1),
+            // A negative offset: attributes only, pages kept.
+            KernelChange::Attrs(ino) => self.0.inval_inode(INodeNo(*ino), -1, 0),
             KernelChange::Entry(parent, name) => {
                 self.0.inval_entry(INodeNo(*parent), OsStr::new(name))
             }

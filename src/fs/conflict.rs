@@ -15,6 +15,8 @@ use super::Fs;
 pub enum KernelChange {
     /// Attributes and cached pages of this inode.
     Inode(u64),
+    /// Attributes of this inode only (its data is unchanged).
+    Attrs(u64),
     /// The name `name` in directory `parent` (it now means another inode, or none).
     Entry(u64, String),
 }

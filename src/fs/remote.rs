@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::store::{Listing, ObjectInfo, ObjectSummary, StoreError};
 
 use super::conflict::{KernelChange, RemoteVersion};
-use super::tree::{same_etag, NodeKind, Tree, ROOT};
+use super::tree::{same_etag, Attr, NodeKind, Tree, ROOT};
 use super::{Fs, FsError, FsResult};
 
 /// Names this mount uses for itself in the bucket (the conditional-write probe).
@@ -338,9 +338,10 @@ impl Fs {
                     return Err(FsError::NotFound);
                 }
                 Ok(Some(info)) if base.is_empty() || same_etag(&base, &info.etag) => {
-                    drop(tree);
-                    self.apply_head_attrs(ino, &info);
-                    return Ok(());
+                    if !self.apply_head_attrs(&mut tree, ino, &info) {
+                        return Ok(());
+                    }
+                    vec![KernelChange::Attrs(ino)]
                 }
                 Ok(Some(info)) => {
                     let remote = RemoteVersion {
@@ -350,8 +351,7 @@ impl Fs {
                     };
                     tree.touch(&key);
                     let changes = self.adopt_remote_data(&mut tree, ino, &remote);
-                    drop(tree);
-                    self.apply_head_attrs(ino, &info);
+                    self.apply_head_attrs(&mut tree, ino, &info);
                     changes
                 }
                 // Offline or slow: what this mount has is what the open gets.
@@ -379,23 +379,25 @@ impl Fs {
             .collect()
     }
 
-    /// Attributes from a HEAD of the version this clean inode holds.
-    fn apply_head_attrs(&self, ino: u64, info: &ObjectInfo) {
-        let mut tree = self.tree.lock();
-        if tree.dirty().contains_key(&ino) {
-            return;
-        }
+    /// Attributes from a HEAD of the version this inode holds, which has no local
+    /// change pending. Another client may have changed its metadata alone (a chmod
+    /// is a copy onto itself, of the same ETag): where what the bucket keeps differs,
+    /// the bucket's wins. Whether the attributes changed.
+    fn apply_head_attrs(&self, tree: &mut Tree, ino: u64, info: &ObjectInfo) -> bool {
         let Some(inode) = tree.get_mut(ino) else {
-            return;
+            return false;
         };
         inode.checked = Some(Instant::now());
-        if inode.meta_known {
-            return;
+        let mut from_bucket = inode.attr;
+        self.attrs_from_object(&mut from_bucket, info, inode.is_dir());
+        from_bucket.size = info.size;
+        if inode.meta_known && same_kept_attrs(&inode.attr, &from_bucket) {
+            return false;
         }
-        let is_dir = inode.is_dir();
-        self.attrs_from_object(&mut inode.attr, info, is_dir);
-        inode.attr.size = info.size;
+        let before = inode.attr;
+        inode.attr = from_bucket;
         inode.meta_known = true;
+        inode.attr != before
     }
 
     /// Invalidations sent from another thread, for callers inside a FUSE request.
@@ -456,6 +458,18 @@ impl PollScope {
 /// The prefix of the directory `key` is directly in (`a/b/` for `a/b/c`).
 fn parent_prefix(key: &str) -> &str {
     &key[..key.rfind('/').map_or(0, |i| i + 1)]
+}
+
+/// Whether two sets of attributes agree in what the bucket keeps of them: type, mode,
+/// owner, size, and mtime to the second (s3fs's header), so that a local mtime's
+/// nanoseconds survive a HEAD of our own upload.
+fn same_kept_attrs(a: &Attr, b: &Attr) -> bool {
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    (a.kind, a.perm, a.uid, a.gid, a.size) == (b.kind, b.perm, b.uid, b.gid, b.size)
+        && secs(a.mtime) == secs(b.mtime)
 }
 
 /// A poll's listing sorted by key, without this mount's probes, found by binary

@@ -179,3 +179,45 @@ fn a_prefix_mount_sees_only_its_part_of_the_bucket() {
         vec!["outside.txt", "team/added.txt", "team/inside.txt"]
     );
 }
+
+#[test]
+fn another_clients_chmod_chown_and_touch_are_seen_at_the_next_open() {
+    let env = Env::new();
+    let meta = |mode: &'static str, uid: &'static str, mtime: &'static str| {
+        [("mode", mode), ("uid", uid), ("gid", "0"), ("mtime", mtime)]
+    };
+    env.put("f.txt", b"body", &meta("33188", "0", "1600000000")); // 0644
+    let mnt = env.mount_with(BUCKET, &["--poll-interval", "0", "--metadata-ttl", "0"]);
+    assert_eq!(fs::read(mnt.p("f.txt")).unwrap(), b"body");
+    let before = fs::metadata(mnt.p("f.txt")).unwrap();
+    assert_eq!((before.mode() & 0o7777, before.uid()), (0o644, 0));
+    // A metadata-only change, as s3fs makes it: the same body, so the same ETag.
+    let etag = env.etag("f.txt");
+    env.put("f.txt", b"body", &meta("33152", "1234", "1700000000")); // 0600
+    assert_eq!(env.etag("f.txt"), etag, "not a metadata-only change");
+    // The open checks the object (TTL 0) and takes what the bucket now says.
+    assert_eq!(fs::read(mnt.p("f.txt")).unwrap(), b"body");
+    let after = fs::metadata(mnt.p("f.txt")).unwrap();
+    assert_eq!(
+        (after.mode() & 0o7777, after.uid(), after.mtime()),
+        (0o600, 1234, 1_700_000_000)
+    );
+    mnt.unmount();
+}
+
+#[test]
+fn a_head_of_our_own_upload_keeps_the_local_mtime_to_the_nanosecond() {
+    let env = Env::new();
+    let mnt = env.mount_with(BUCKET, &["--poll-interval", "0", "--metadata-ttl", "0"]);
+    fs::write(mnt.p("own.txt"), b"mine").unwrap();
+    let written = fs::metadata(mnt.p("own.txt")).unwrap();
+    crate::support::sync(&env, &mnt);
+    // Every open now checks the object, whose mtime header keeps whole seconds.
+    assert_eq!(fs::read(mnt.p("own.txt")).unwrap(), b"mine");
+    let after = fs::metadata(mnt.p("own.txt")).unwrap();
+    assert_eq!(
+        (after.mtime(), after.mtime_nsec(), after.mode()),
+        (written.mtime(), written.mtime_nsec(), written.mode())
+    );
+    mnt.unmount();
+}
