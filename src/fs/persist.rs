@@ -47,12 +47,15 @@ impl Fs {
         let unflushed = tree.get(ino).is_some_and(|i| i.unflushed_writers > 0);
         let wanted = path.filter(|_| tree.dirty().contains_key(&ino) || unflushed);
         let old = tree.persisted.get(&ino).map(|r| r.path.clone());
-        if let Some(old) = old.filter(|o| wanted.as_ref() != Some(o)) {
-            tracing::debug!(path = %old, "record removed");
-            if let Err(err) = tree.state.remove_entry(&old) {
-                tracing::error!(path = %old, %err, "cannot update the state");
+        if old.is_some_and(|o| wanted.as_ref() != Some(&o)) {
+            // Not when another inode's record took the path (renamed over this one,
+            // whose RELEASE came after): that record is not ours to remove.
+            if let Some(old) = tree.unnote_persisted(ino) {
+                tracing::debug!(path = %old, "record removed");
+                if let Err(err) = tree.state.remove_entry(&old) {
+                    tracing::error!(path = %old, %err, "cannot update the state");
+                }
             }
-            tree.persisted.remove(&ino);
         }
         let (Some(path), Some(inode)) = (wanted, tree.get(ino)) else {
             return;
@@ -92,7 +95,8 @@ impl Fs {
                 .is_none_or(|s| s.meta_version != inode.meta_version),
         };
         // close() and release both record a changed file: write it once.
-        if tree.persisted.get(&ino) == Some(&record) {
+        let owns_path = tree.persisted_paths.get(&path) == Some(&ino);
+        if owns_path && tree.persisted.get(&ino) == Some(&record) {
             return;
         }
         tracing::debug!(%path, "recorded");
@@ -100,7 +104,7 @@ impl Fs {
             tracing::error!(%path, %err, "cannot record a local change in the state");
             return;
         }
-        tree.persisted.insert(ino, record);
+        tree.note_persisted(ino, record);
     }
 
     /// Rebuilds the local changes a previous run left in the state.
@@ -229,7 +233,7 @@ impl Fs {
         }
         tree.set_stored(ino, stored);
         tree.mark_dirty(ino);
-        tree.persisted.insert(ino, record);
+        tree.note_persisted(ino, record);
     }
 }
 

@@ -316,7 +316,7 @@ impl Fs {
             (JobId::Delete(key), outcome) => {
                 tree.unqueue_delete(key);
                 if outcome == Outcome::Deleted {
-                    tree.touch(key);
+                    tree.touch_deleted(key);
                     self.note_deleted(&mut tree, key);
                 }
                 return;

@@ -202,9 +202,12 @@ impl Fs {
             }
             // A file of that name takes nothing from the listing either.
             let name = &key[parent.len()..];
+            // (A marker, `a/b/`, names no file: its directory is news above, if any.)
             let file_news = parent_listed.filter(|&(_, &dir)| {
-                tree.child(dir, name)
-                    .is_none_or(|c| tree.get(c).is_none_or(|i| i.is_dir()))
+                !name.is_empty()
+                    && tree
+                        .child(dir, name)
+                        .is_none_or(|c| tree.get(c).is_none_or(|i| i.is_dir()))
             });
             if news_above.is_empty() && file_news.is_none() {
                 continue;
@@ -271,11 +274,7 @@ impl Fs {
                 && !present.contains(prefix.as_str())
                 && !tree.dirty().contains_key(&ino)
                 && !tree.own_work_on(&prefix, epoch)
-                && tree
-                    .pending_deletes
-                    .range(prefix.clone()..)
-                    .next()
-                    .is_none_or(|(k, _)| !k.starts_with(&prefix))
+                && !tree.deletes_pending_under(&prefix)
                 && tree.get(ino).is_some_and(|i| {
                     i.children.as_ref().is_none_or(|c| c.is_empty()) && i.open_handles == 0
                 });

@@ -632,27 +632,68 @@ fn the_reconciler_lists_a_large_bucket_no_more_often_than_its_request_budget() {
 }
 
 #[test]
-fn a_large_bucket_seen_in_one_directory_is_polled_there_only() {
-    use crate::fs::PollScope;
+fn failing_polls_are_held_to_the_request_budget_too() {
     use crate::sync::{PollPace, Reconciler};
-    // Over 100,000 keys: the poll fills no directory nobody listed.
-    let h = harness_with("", |s| {
+    use std::sync::atomic::Ordering;
+    let h = harness();
+    h.store.fail_next(u32::MAX);
+    // Every LIST fails (a throttling server, say): each still counts, so an hour at
+    // six a minute, with ten minutes of them at once, sends at most 420 (and one of
+    // debt), not one a second.
+    let pace = PollPace {
+        interval: Duration::from_secs(1),
+        lists_per_minute: 6,
+    };
+    let lists = || h.store.stats().lists.load(Ordering::Relaxed);
+    let before = lists();
+    let clock = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    clock.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let polls = tokio::spawn(Reconciler::new(h.fs.clone(), pace).run(stopped));
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let requests = lists() - before;
+        assert!(
+            (360..=421).contains(&requests),
+            "{requests} failed LISTs in an hour"
+        );
+        stop.send(true).unwrap();
+        polls.await.unwrap();
+    });
+    h.store.fail_next(0);
+}
+
+/// Over 100,000 keys under `big/` (the poll fills no directory nobody listed, and may
+/// list only the directories in use), and `keys` holding "first".
+fn harness_of_a_large_bucket(keys: &[&str]) -> Harness {
+    harness_with("", |s| {
         for i in 0..100_001 {
             s.insert(&format!("big/f{i:05}"), b"x", Metadata::new());
         }
-        for key in ["work/a", "work/b", "work/sub/c"] {
+        for key in keys {
             s.insert(key, b"first", Metadata::new());
         }
-    });
+    })
+}
+
+fn poller(h: &Harness) -> crate::sync::Reconciler {
+    let pace = crate::sync::PollPace {
+        interval: Duration::from_secs(10),
+        lists_per_minute: 60,
+    };
+    crate::sync::Reconciler::new(h.fs.clone(), pace)
+}
+
+#[test]
+fn a_large_bucket_seen_in_one_directory_is_polled_there_only() {
+    use crate::fs::PollScope;
+    let h = harness_of_a_large_bucket(&["work/a", "work/b", "work/sub/c"]);
     let work = h.fs.lookup(ROOT, "work").unwrap().ino;
     h.fs.readdir(work).unwrap();
-    let mut polls = Reconciler::new(
-        h.fs.clone(),
-        PollPace {
-            interval: Duration::from_secs(10),
-            lists_per_minute: 60,
-        },
-    );
+    let mut polls = poller(&h);
     let (requests, scope) = h.runtime.block_on(polls.poll_once()).unwrap();
     assert_eq!((requests, scope), (101, PollScope::All), "the first poll");
     // Another client's changes in the directory listed here.
@@ -735,4 +776,83 @@ fn a_poll_does_not_bring_back_a_file_an_open_found_deleted() {
         matches!(h.fs.lookup(d, "x"), Err(FsError::NotFound)),
         "the older listing brought d/x back"
     );
+}
+
+#[test]
+fn a_poll_of_the_root_does_not_bring_back_a_directory_renamed_here() {
+    use crate::fs::PollScope;
+    let h = harness_of_a_large_bucket(&["old/a", "old/b"]);
+    let old = h.fs.lookup(ROOT, "old").unwrap().ino;
+    h.fs.readdir(old).unwrap();
+    let mut polls = poller(&h);
+    h.runtime.block_on(polls.poll_once()).unwrap();
+    h.fs.rename(ROOT, "old", ROOT, "new", RenameMode::Replace)
+        .unwrap();
+    // The uploader deletes the marker `old/` at once; the files' copies come later.
+    let jobs = h.fs.plan(Duration::ZERO, true, &NothingBusy, usize::MAX);
+    let marker = jobs
+        .iter()
+        .find(|j| j.key == "old/")
+        .expect("the marker's delete");
+    h.fs.start(marker);
+    h.fs.finish(marker, crate::fs::plan::Outcome::Deleted);
+    // The root's listing still shows `old/`: its keys are not copied and deleted yet.
+    let (_, scope) = h.runtime.block_on(polls.poll_once()).unwrap();
+    assert!(matches!(scope, PollScope::Dirs(_)));
+    assert!(
+        matches!(h.fs.lookup(ROOT, "old"), Err(FsError::NotFound)),
+        "the renamed directory came back"
+    );
+    h.flush();
+    h.runtime.block_on(polls.poll_once()).unwrap();
+    assert!(matches!(h.fs.lookup(ROOT, "old"), Err(FsError::NotFound)));
+    let new = h.fs.lookup(ROOT, "new").unwrap().ino;
+    assert_eq!(h.read_all(new, "a"), b"first");
+}
+
+#[test]
+fn the_listing_at_mount_does_not_delay_the_polls_of_the_directories_in_use() {
+    use std::sync::atomic::Ordering;
+    let h = harness_of_a_large_bucket(&["work/a"]);
+    h.fs.readdir(h.fs.lookup(ROOT, "work").unwrap().ino)
+        .unwrap();
+    // 101 requests for the whole bucket at mount, over the allowance (60 at six a
+    // minute); then polls of the root and `work/` every 10 s, not 17 minutes later.
+    let pace = crate::sync::PollPace {
+        interval: Duration::from_secs(10),
+        lists_per_minute: 6,
+    };
+    let lists = || h.store.stats().lists.load(Ordering::Relaxed);
+    let before = lists();
+    let clock = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    clock.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let polls = tokio::spawn(crate::sync::Reconciler::new(h.fs.clone(), pace).run(stopped));
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        // One call lists the whole bucket here (the memory store has no pages).
+        assert_eq!(lists() - before, 1 + 2, "LIST calls in the first 15 s");
+        stop.send(true).unwrap();
+        polls.await.unwrap();
+    });
+}
+
+#[test]
+fn a_file_renamed_over_one_whose_release_comes_later_survives_a_crash() {
+    let h = harness_with("", |s| s.insert("y", b"renamed bytes", Metadata::new()));
+    assert_eq!(h.read_all(ROOT, "y"), b"renamed bytes");
+    let (attr, fh) = h.fs.create(ROOT, "f", 0o644, ME).unwrap();
+    h.fs.write(attr.ino, 0, b"replaced").unwrap();
+    h.fs.rename(ROOT, "y", ROOT, "f", RenameMode::Replace)
+        .unwrap();
+    // The replaced file's RELEASE comes after the rename (the kernel sends it later).
+    h.fs.release(fh);
+    let h = h.crash_and_restart();
+    assert_eq!(h.read_all(ROOT, "f"), b"renamed bytes");
+    assert!(matches!(h.fs.lookup(ROOT, "y"), Err(FsError::NotFound)));
+    h.flush();
+    assert_eq!(h.store.keys(), ["f"]);
 }

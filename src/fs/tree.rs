@@ -145,8 +145,11 @@ pub struct Tree {
     pub stored_keys: HashMap<String, u64>,
     /// The durable copy of what is dirty and what is owed a delete.
     pub state: Arc<StateDb>,
-    /// Inode -> its record as last written to the durable state.
+    /// Inode -> its record as last written to the durable state ...
     pub persisted: HashMap<u64, crate::state::EntryRecord>,
+    /// ... and path -> the inode whose record the state holds there now (records
+    /// are kept by path: a file renamed over another takes over its record's path).
+    pub persisted_paths: HashMap<String, u64>,
     /// While a LIST is under way: keys deleted meanwhile, which its answer may still show.
     pub deleted_during_listing: Option<HashSet<String>>,
     /// Counts this mount's writes and deletes in the bucket, and what it learned of
@@ -178,6 +181,7 @@ impl Tree {
             stored_keys: HashMap::new(),
             state,
             persisted: HashMap::new(),
+            persisted_paths: HashMap::new(),
             deleted_during_listing: None,
             epoch: 0,
             touched: HashMap::new(),
@@ -343,11 +347,48 @@ impl Tree {
         out
     }
 
+    /// Notes that the state now holds `record` for `ino`.
+    pub fn note_persisted(&mut self, ino: u64, record: crate::state::EntryRecord) {
+        self.persisted_paths.insert(record.path.clone(), ino);
+        self.persisted.insert(ino, record);
+    }
+
+    /// Forgets `ino`'s record; its path, if the state's record there is still
+    /// `ino`'s to remove (not another inode's that took the path since).
+    pub fn unnote_persisted(&mut self, ino: u64) -> Option<String> {
+        let record = self.persisted.remove(&ino)?;
+        if self.persisted_paths.get(&record.path) != Some(&ino) {
+            return None;
+        }
+        self.persisted_paths.remove(&record.path);
+        Some(record.path)
+    }
+
     /// Notes that this mount changed `key` in the bucket, or learned its state there,
     /// just now.
     pub fn touch(&mut self, key: &str) {
         self.epoch += 1;
         self.touched.insert(key.to_string(), self.epoch);
+    }
+
+    /// Notes a delete of `key` done just now: of the key, and of the directories above
+    /// it, which a listing started earlier may still show (a removed or renamed
+    /// directory whose last key just went).
+    pub fn touch_deleted(&mut self, key: &str) {
+        self.touch(key);
+        let ends: Vec<usize> = key.match_indices('/').map(|(i, _)| i + 1).collect();
+        for end in ends.into_iter().filter(|&end| end < key.len()) {
+            self.touched.insert(key[..end].to_string(), self.epoch);
+        }
+    }
+
+    /// Whether a delete of this mount is still owed at `prefix` or under it (a
+    /// directory removed or renamed here, its keys still going).
+    pub fn deletes_pending_under(&self, prefix: &str) -> bool {
+        self.pending_deletes
+            .range(prefix.to_string()..)
+            .next()
+            .is_some_and(|(key, _)| key.starts_with(prefix))
     }
 
     /// Whether directory `dir` was filled by a LIST that started after `epoch`: what

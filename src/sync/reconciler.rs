@@ -1,6 +1,7 @@
 //! The reconciler: lists the mounted prefix every poll interval and applies what
 //! other clients changed (new, changed, deleted objects) to the namespace.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,11 @@ const KEYS_PER_LIST: usize = 1000;
 /// Polls of the listed directories may spend this many times a whole-prefix listing
 /// before the whole prefix is listed again (to learn the bucket's size anew).
 const SCOPED_BEFORE_FLAT: u64 = 10;
+
+/// Only a bucket whose whole listing takes more requests than this is polled by
+/// directory: below 100,000 keys the poll fills every directory (prefill), so every
+/// one ends up listed and the whole prefix is the cheaper poll anyway.
+const SCOPED_ABOVE_REQUESTS: u64 = 100;
 
 /// The LIST requests a listing of `entries` keys and subdirectories takes.
 fn requests_for(entries: usize) -> u64 {
@@ -119,10 +125,19 @@ impl Reconciler {
             if *shutdown.borrow() {
                 return;
             }
-            // After a failed listing, the next try comes after the plain interval.
-            wait = Some(self.pace.interval);
-            match self.poll_once().await {
+            let sent_before = self.lists_sent();
+            let polled = self.poll_once().await;
+            // What a failed poll sent counts too (the store's count, which may include a
+            // directory listed meanwhile).
+            let mut charged = self.lists_sent() - sent_before;
+            match polled {
                 Ok((requests, scope)) => {
+                    charged = requests;
+                    // A whole listing followed by polls of directories is not charged:
+                    // it comes at mount, then once those polls spent ten of it.
+                    if scope == PollScope::All && self.choose_scope() != PollScope::All {
+                        charged = 0;
+                    }
                     if failing {
                         tracing::info!(requests, "bucket listed again");
                     }
@@ -135,19 +150,6 @@ impl Reconciler {
                         );
                     }
                     scoped = scope != PollScope::All;
-                    let now = tokio::time::Instant::now();
-                    let next = self.pace.wait_after(&mut allowance, requests, now);
-                    if (next > self.pace.interval) != stretched {
-                        stretched = next > self.pace.interval;
-                        tracing::info!(
-                            requests,
-                            "polling the bucket every {} s (poll_interval {} s, at most {} LIST requests a minute)",
-                            next.as_secs(),
-                            self.pace.interval.as_secs(),
-                            self.pace.lists_per_minute
-                        );
-                    }
-                    wait = Some(next);
                 }
                 Err(err) => {
                     // Once per outage: the uploader and `status` tell the rest.
@@ -157,7 +159,25 @@ impl Reconciler {
                     failing = true;
                 }
             }
+            let now = tokio::time::Instant::now();
+            let next = self.pace.wait_after(&mut allowance, charged, now);
+            if (next > self.pace.interval) != stretched {
+                stretched = next > self.pace.interval;
+                tracing::info!(
+                    charged,
+                    "polling the bucket every {} s (poll_interval {} s, at most {} LIST requests a minute)",
+                    next.as_secs(),
+                    self.pace.interval.as_secs(),
+                    self.pace.lists_per_minute
+                );
+            }
+            wait = Some(next);
         }
+    }
+
+    /// LIST requests the store has sent since the mount.
+    fn lists_sent(&self) -> u64 {
+        self.fs.store().stats().lists.load(Ordering::Relaxed)
     }
 
     /// One poll applied to the namespace: its LIST requests and what it listed.
@@ -204,7 +224,7 @@ impl Reconciler {
         let Some(flat) = self.flat_requests else {
             return PollScope::All; // the first poll: the bucket's size is not known
         };
-        if self.scoped_requests >= SCOPED_BEFORE_FLAT * flat {
+        if flat <= SCOPED_ABOVE_REQUESTS || self.scoped_requests >= SCOPED_BEFORE_FLAT * flat {
             return PollScope::All;
         }
         let dirs = self.fs.listed_dirs();

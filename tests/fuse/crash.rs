@@ -233,3 +233,35 @@ fn a_partial_edit_whose_upload_may_have_landed_before_a_crash_still_goes_up() {
     );
     mount.unmount();
 }
+
+#[test]
+fn a_file_renamed_over_one_still_open_survives_a_kill_9() {
+    let env = Env::new();
+    let (mnt, cache) = (env.dir.path().join("m"), env.dir.path().join("c"));
+    env.put("y.bin", &pattern(300_000, 3), &[]);
+    // No uploads before the kill: the state alone must carry the rename.
+    let slow = ["--upload-delay-ms", "60000"];
+    let mount = env.mount_at(BUCKET, &mnt, &cache, &slow);
+    let mut replaced = fs::File::create(mount.p("f.bin")).unwrap();
+    replaced.write_all(b"replaced").unwrap();
+    fs::rename(mount.p("y.bin"), mount.p("f.bin")).unwrap();
+    // The replaced file's RELEASE comes after the rename.
+    drop(replaced);
+    fs::write(mount.p("y.bin"), b"a new y").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    mount.kill9();
+    let mount = env.mount_at(BUCKET, &mnt, &cache, &[]);
+    assert!(
+        fs::read(mount.p("f.bin")).ok() == Some(pattern(300_000, 3)),
+        "the renamed file is lost or damaged:\n{}",
+        mount.log_text()
+    );
+    assert_eq!(fs::read(mount.p("y.bin")).unwrap(), b"a new y");
+    crate::support::sync(&env, &mount);
+    assert!(
+        env.get("f.bin").unwrap().0 == pattern(300_000, 3),
+        "f.bin in the bucket"
+    );
+    assert_eq!(env.get("y.bin").unwrap().0, b"a new y");
+    mount.unmount();
+}
