@@ -90,7 +90,15 @@ pub fn describe(s: &Status, now: SystemTime) -> String {
         );
     }
     let checked = s.remote_checked.map_or("not yet".into(), when);
-    out += &format!("remote:       changes last checked {checked}\n");
+    let pace = match (s.poll_every, s.poll_dirs) {
+        (None, _) => String::new(),
+        (Some(every), None) => format!("; the whole bucket every {every} s"),
+        (Some(every), Some(1)) => format!("; the 1 directory listed here every {every} s"),
+        (Some(every), Some(dirs)) => {
+            format!("; the {dirs} directories listed here every {every} s")
+        }
+    };
+    out += &format!("remote:       changes last checked {checked}{pace}\n");
     let last = s.last_success.map_or("none since the mount".into(), when);
     out += &format!("last upload:  {last}\n");
     out += &format!(

@@ -58,6 +58,13 @@ pub struct Status {
     /// Unix seconds of the last listing applied for other clients' changes.
     #[serde(default)]
     pub remote_checked: Option<u64>,
+    /// Seconds between polls, as last decided (the interval, or longer for a large
+    /// bucket); none while polling is off or before the first poll.
+    #[serde(default)]
+    pub poll_every: Option<u64>,
+    /// Directories the last poll listed; none: the whole bucket.
+    #[serde(default)]
+    pub poll_dirs: Option<usize>,
 }
 
 /// One line of the answer to `sync`: what was pending at the call, and what is left.
@@ -136,6 +143,7 @@ fn status(daemon: &Daemon) -> Status {
     let report = daemon.report.snapshot();
     let (reach, since) = fs.store().stats().reach();
     let usage = fs.cache().usage();
+    let cadence = *fs.poll_cadence.lock();
     Status {
         bucket: daemon.bucket.clone(),
         prefix: fs.config().prefix.as_str().to_string(),
@@ -169,6 +177,8 @@ fn status(daemon: &Daemon) -> Status {
         direct_opens: fs.direct_use.opens(),
         remote_checked: Some(fs.last_poll.load(std::sync::atomic::Ordering::Relaxed))
             .filter(|&t| t > 0),
+        poll_every: cadence.map(|c| c.every_secs),
+        poll_dirs: cadence.and_then(|c| c.dirs),
     }
 }
 

@@ -40,6 +40,15 @@ pub use persist::cache_files_in_use;
 pub use progress::{Pending, SyncMark};
 pub use remote::{HeadChecked, PollScope, PROBE_NAME_START};
 use tree::Tree;
+
+/// The reconciler's pace, as `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollCadence {
+    /// Seconds until the next poll.
+    pub every_secs: u64,
+    /// Directories the last poll listed; None: the whole prefix.
+    pub dirs: Option<usize>,
+}
 pub use tree::{same_etag, Attr, NodeKind, ROOT};
 pub use verify::{Finding, FindingKind, VerifyReport};
 
@@ -104,8 +113,10 @@ pub struct Fs {
     conditional_writes: AtomicU8,
     /// Whether handles can be direct (FUSE passthrough), and how many were.
     pub direct_use: DirectUse,
-    /// Unix seconds when a listing of the whole prefix was last applied (0: never).
+    /// Unix seconds when a poll's listing was last applied (0: never).
     pub last_poll: AtomicU64,
+    /// How the reconciler polls, as it last decided (for `status`).
+    pub poll_cadence: Mutex<Option<PollCadence>>,
     /// Keys already logged as impossible to show.
     skipped_logged: Mutex<std::collections::HashSet<String>>,
 }
@@ -150,6 +161,7 @@ impl Fs {
             direct_use: DirectUse::default(),
             last_poll: AtomicU64::new(0),
             skipped_logged: Mutex::new(Default::default()),
+            poll_cadence: Mutex::new(None),
         });
         {
             let mut tree = fs.tree.lock();

@@ -150,6 +150,13 @@ impl Reconciler {
                         );
                     }
                     scoped = scope != PollScope::All;
+                    *self.fs.poll_cadence.lock() = Some(crate::fs::PollCadence {
+                        every_secs: 0, // set below
+                        dirs: match &scope {
+                            PollScope::All => None,
+                            PollScope::Dirs(dirs) => Some(dirs.len()),
+                        },
+                    });
                 }
                 Err(err) => {
                     // Once per outage: the uploader and `status` tell the rest.
@@ -170,6 +177,9 @@ impl Reconciler {
                     self.pace.interval.as_secs(),
                     self.pace.lists_per_minute
                 );
+            }
+            if let Some(cadence) = self.fs.poll_cadence.lock().as_mut() {
+                cadence.every_secs = next.as_secs();
             }
             wait = Some(next);
         }

@@ -53,6 +53,18 @@ fn status_shows_what_waits_and_sync_uploads_it() {
     );
     assert!(text.contains("connection:   online"), "{text}");
     assert!(text.contains("uploaded:     1 file (16 B)"), "{text}");
+    // The default poll: the whole bucket (a few keys) every 10 s.
+    wait_until("the first poll", || {
+        !status_json(&env, mountpoint)["poll_every"].is_null()
+    });
+    let status = status_json(&env, mountpoint);
+    assert_eq!(
+        (&status["poll_every"], &status["poll_dirs"]),
+        (&10.into(), &serde_json::Value::Null)
+    );
+    let out = s3syncfs(&env, &["status", mountpoint]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("; the whole bucket every 10 s"), "{text}");
     let not_ours = s3syncfs(&env, &["status", env.dir.path().to_str().unwrap()]);
     assert!(!not_ours.status.success());
     mnt.unmount();
