@@ -36,6 +36,15 @@ impl Fs {
         self.tree.lock().epoch
     }
 
+    /// A listing or HEAD that starts now: its epoch, kept in mind until it ends.
+    pub fn begin_reading(&self) -> Reading<'_> {
+        let epoch = self.tree.lock().begin_reading();
+        Reading {
+            tree: &self.tree,
+            epoch,
+        }
+    }
+
     /// Applies a poll's listing (of the whole mounted prefix, or of the directories
     /// `scope` names), started at `epoch`: new objects appear in directories already
     /// listed, changed ones get their new version, deleted ones go. Local changes
@@ -57,8 +66,9 @@ impl Fs {
                 self.prefill_unlisted(&mut tree, &objects, epoch);
             }
             changes.extend(self.drop_vanished_dirs(&mut tree, &prefixes, epoch, scope));
-            // Keys touched before this listing are described by it: no longer needed.
-            tree.touched.retain(|_, at| *at > epoch);
+            // Keys touched before this listing are described by it: no longer needed
+            // (unless by a listing or HEAD that started before it).
+            tree.prune_touched();
             self.last_poll.store(unix_now(), Ordering::Relaxed);
             (changes, to_fill)
         };
@@ -308,7 +318,9 @@ impl Fs {
             }
             stored.key.clone()
         };
-        let epoch = self.epoch();
+        // (Declared before the tree's guards below: dropped after them.)
+        let reading = self.begin_reading();
+        let epoch = reading.epoch;
         let result = self.block_on(&format!("HEAD {key}"), self.store.head_checked(&key));
         let changes = {
             let mut tree = self.tree.lock();
@@ -457,6 +469,19 @@ impl PollScope {
 /// The prefix of the directory `key` is directly in (`a/b/` for `a/b/c`).
 fn parent_prefix(key: &str) -> &str {
     &key[..key.rfind('/').map_or(0, |i| i + 1)]
+}
+
+/// A listing or HEAD under way since `epoch`: `touched` keeps what it needs until
+/// this is dropped (never while the tree's lock is held by the same thread).
+pub struct Reading<'a> {
+    tree: &'a parking_lot::Mutex<Tree>,
+    pub epoch: u64,
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.tree.lock().end_reading(self.epoch);
+    }
 }
 
 /// Whether two sets of attributes agree in what the bucket keeps of them: type, mode,

@@ -856,3 +856,31 @@ fn a_file_renamed_over_one_whose_release_comes_later_survives_a_crash() {
     h.flush();
     assert_eq!(h.store.keys(), ["f"]);
 }
+
+#[test]
+fn what_the_mount_remembers_of_its_own_bucket_writes_stays_bounded_without_polls() {
+    let h = harness();
+    {
+        let mut tree = h.fs.tree.lock();
+        for i in 0..100_000 {
+            tree.touch(&format!("k{i}"));
+        }
+        assert!(tree.touched.len() <= 2100, "{} kept", tree.touched.len());
+    }
+    // A HEAD or listing under way keeps what happened since it started.
+    let reading = h.fs.begin_reading();
+    {
+        let mut tree = h.fs.tree.lock();
+        for i in 0..10_000 {
+            tree.touch(&format!("n{i}"));
+        }
+        assert!(
+            tree.own_work_on("n0", reading.epoch),
+            "pruned under a reader"
+        );
+    }
+    drop(reading);
+    let mut tree = h.fs.tree.lock();
+    tree.prune_touched();
+    assert_eq!(tree.touched.len(), 0);
+}

@@ -158,6 +158,11 @@ pub struct Tree {
     /// ... and the count at each key's last one, so a listing that started earlier is
     /// not taken as news about that key.
     pub touched: HashMap<String, u64>,
+    /// Epochs at which listings and HEADs now under way started, with how many: what
+    /// `touched` must keep for them.
+    readers: BTreeMap<u64, usize>,
+    /// `touched`'s size after its last pruning.
+    touched_kept: usize,
     /// Keys a job is writing or deleting right now, with how many jobs.
     pub busy: HashMap<String, u32>,
     /// Keys an upload cut short by a crash may have written: what the bucket holds
@@ -185,6 +190,8 @@ impl Tree {
             deleted_during_listing: None,
             epoch: 0,
             touched: HashMap::new(),
+            readers: BTreeMap::new(),
+            touched_kept: 0,
             busy: HashMap::new(),
             uncertain: HashSet::new(),
             direct_writing: BTreeSet::new(),
@@ -369,6 +376,33 @@ impl Tree {
     pub fn touch(&mut self, key: &str) {
         self.epoch += 1;
         self.touched.insert(key.to_string(), self.epoch);
+        // Pruned as it doubles, so a mount that never polls does not grow it forever.
+        if self.touched.len() > 2 * self.touched_kept + 1024 {
+            self.prune_touched();
+        }
+    }
+
+    /// Notes that a listing or HEAD starts now; its epoch (see `own_work_on`).
+    pub fn begin_reading(&mut self) -> u64 {
+        *self.readers.entry(self.epoch).or_default() += 1;
+        self.epoch
+    }
+
+    pub fn end_reading(&mut self, epoch: u64) {
+        if let Some(count) = self.readers.get_mut(&epoch) {
+            *count -= 1;
+            if *count == 0 {
+                self.readers.remove(&epoch);
+            }
+        }
+    }
+
+    /// Drops what no listing or HEAD under way, nor any started later, needs: the
+    /// keys touched no later than the oldest of them started.
+    pub fn prune_touched(&mut self) {
+        let floor = self.readers.keys().next().copied().unwrap_or(self.epoch);
+        self.touched.retain(|_, at| *at > floor);
+        self.touched_kept = self.touched.len();
     }
 
     /// Notes a delete of `key` done just now: of the key, and of the directories above

@@ -193,7 +193,8 @@ impl Reconciler {
     /// One poll applied to the namespace: its LIST requests and what it listed.
     pub async fn poll_once(&mut self) -> Result<(u64, PollScope), String> {
         let fs = self.fs.clone();
-        let epoch = fs.epoch();
+        let reading = fs.begin_reading();
+        let epoch = reading.epoch;
         let scope = self.choose_scope();
         let (listing, requests) = match &scope {
             PollScope::All => {
@@ -220,7 +221,7 @@ impl Reconciler {
                 (all, requests)
             }
         };
-        let applied = scope.clone();
+        let (applied, fs) = (scope.clone(), fs.clone());
         tokio::task::spawn_blocking(move || fs.reconcile(listing, epoch, &applied))
             .await
             .map_err(|e| e.to_string())?;
