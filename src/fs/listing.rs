@@ -96,7 +96,7 @@ impl Fs {
         let mut unknown = Vec::new();
         // Directories first: where `a` and `a/` both exist, the directory wins.
         for common in &listing.prefixes {
-            if tree.deletes_pending_under(common) {
+            if tree.pending_deletes.contains_key(common) {
                 continue; // removed or renamed here; its keys are still being deleted
             }
             match classify_child(prefix, common) {

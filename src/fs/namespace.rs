@@ -293,11 +293,13 @@ impl Fs {
             tree.queue_delete(stored.key, Some(stored.etag));
         }
         tree.clear_dirty(ino);
-        self.persist(tree, ino); // no longer dirty: its record goes
         tree.detach(ino);
         if let Some(inode) = tree.get_mut(ino) {
             inode.unlinked = true;
         }
+        // Out of the namespace, no longer dirty: its record goes, even with a writer
+        // still open (a created file unlinked before its close, as mkstemp does).
+        self.persist(tree, ino);
         tree.forget_if_unused(ino);
     }
 

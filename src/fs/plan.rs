@@ -186,6 +186,12 @@ impl Fs {
             if tree.stored_keys.contains_key(&key) {
                 continue; // still the copy source of a renamed file
             }
+            // A directory's marker goes last: while keys under it still wait for their
+            // delete (or their copy), listings show the directory, and its pending
+            // marker delete is what tells them it was removed or renamed here.
+            if key.ends_with('/') && tree.deletes_pending_below(&key) {
+                continue;
+            }
             let id = JobId::Delete(key.clone());
             if !busy.is_busy(&id, &key) {
                 jobs.push(Job {

@@ -788,14 +788,13 @@ fn a_poll_of_the_root_does_not_bring_back_a_directory_renamed_here() {
     h.runtime.block_on(polls.poll_once()).unwrap();
     h.fs.rename(ROOT, "old", ROOT, "new", RenameMode::Replace)
         .unwrap();
-    // The uploader deletes the marker `old/` at once; the files' copies come later.
+    // The marker's delete waits for the keys under it (copied, then deleted): while
+    // it is owed, listings that still show `old/` are known to be out of date.
     let jobs = h.fs.plan(Duration::ZERO, true, &NothingBusy, usize::MAX);
-    let marker = jobs
-        .iter()
-        .find(|j| j.key == "old/")
-        .expect("the marker's delete");
-    h.fs.start(marker);
-    h.fs.finish(marker, crate::fs::plan::Outcome::Deleted);
+    assert!(
+        jobs.iter().all(|j| j.key != "old/"),
+        "the marker went first"
+    );
     // The root's listing still shows `old/`: its keys are not copied and deleted yet.
     let (_, scope) = h.runtime.block_on(polls.poll_once()).unwrap();
     assert!(matches!(scope, PollScope::Dirs(_)));
@@ -883,4 +882,34 @@ fn what_the_mount_remembers_of_its_own_bucket_writes_stays_bounded_without_polls
     let mut tree = h.fs.tree.lock();
     tree.prune_touched();
     assert_eq!(tree.touched.len(), 0);
+}
+
+#[test]
+fn a_directory_with_a_delete_still_owed_in_it_shows_after_a_restart() {
+    let h = harness_with("", |s| {
+        s.insert("d/x", b"x", Metadata::new());
+        s.insert("d/y", b"y", Metadata::new());
+    });
+    let d = h.fs.lookup(ROOT, "d").unwrap().ino;
+    h.fs.unlink(d, "x").unwrap();
+    // Killed before the delete went up: it is owed at the next start.
+    let h = h.crash_and_restart();
+    let d = h.fs.lookup(ROOT, "d").expect("d is gone").ino;
+    assert_eq!(h.read_all(d, "y"), b"y");
+    assert!(matches!(h.fs.lookup(d, "x"), Err(FsError::NotFound)));
+    h.flush();
+    assert_eq!(h.store.keys(), ["d/y"]);
+}
+
+#[test]
+fn a_created_file_unlinked_before_its_close_does_not_come_back_after_a_crash() {
+    let h = harness();
+    let (attr, _fh) = h.fs.create(ROOT, "tmp", 0o600, ME).unwrap();
+    h.fs.write(attr.ino, 0, b"scratch").unwrap();
+    h.fs.unlink(ROOT, "tmp").unwrap();
+    // Killed with the handle still open (mkstemp, then unlink, then work on it).
+    let h = h.crash_and_restart();
+    assert!(matches!(h.fs.lookup(ROOT, "tmp"), Err(FsError::NotFound)));
+    h.flush();
+    assert!(h.store.keys().is_empty(), "{:?}", h.store.keys());
 }

@@ -142,7 +142,7 @@ pub struct Tree {
     /// version meant (None: whatever is there, e.g. a directory marker).
     pub pending_deletes: BTreeMap<String, Option<String>>,
     /// Key -> the live inode whose content the bucket holds there.
-    pub stored_keys: HashMap<String, u64>,
+    pub stored_keys: BTreeMap<String, u64>,
     /// The durable copy of what is dirty and what is owed a delete.
     pub state: Arc<StateDb>,
     /// Inode -> its record as last written to the durable state ...
@@ -183,7 +183,7 @@ impl Tree {
             dirty_by_time: BTreeSet::new(),
             urgent: BTreeSet::new(),
             pending_deletes: BTreeMap::new(),
-            stored_keys: HashMap::new(),
+            stored_keys: BTreeMap::new(),
             state,
             persisted: HashMap::new(),
             persisted_paths: HashMap::new(),
@@ -423,6 +423,15 @@ impl Tree {
             .range(prefix.to_string()..)
             .next()
             .is_some_and(|(key, _)| key.starts_with(prefix))
+    }
+
+    /// Whether a delete is still owed strictly under the directory prefix `dir`.
+    pub fn deletes_pending_below(&self, dir: &str) -> bool {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.pending_deletes
+            .range::<str, _>((Excluded(dir), Unbounded))
+            .next()
+            .is_some_and(|(key, _)| key.starts_with(dir))
     }
 
     /// Whether directory `dir` was filled by a LIST that started after `epoch`: what

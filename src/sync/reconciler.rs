@@ -114,6 +114,8 @@ impl Reconciler {
         let mut wait = None;
         let mut stretched = false;
         let mut scoped = false;
+        // What the last poll that went through listed, for `status`.
+        let mut shown_dirs = None;
         let mut allowance = self.pace.allowance(tokio::time::Instant::now());
         loop {
             if let Some(wait) = wait {
@@ -150,12 +152,9 @@ impl Reconciler {
                         );
                     }
                     scoped = scope != PollScope::All;
-                    *self.fs.poll_cadence.lock() = Some(crate::fs::PollCadence {
-                        every_secs: 0, // set below
-                        dirs: match &scope {
-                            PollScope::All => None,
-                            PollScope::Dirs(dirs) => Some(dirs.len()),
-                        },
+                    shown_dirs = Some(match &scope {
+                        PollScope::All => None,
+                        PollScope::Dirs(dirs) => Some(dirs.len()),
                     });
                 }
                 Err(err) => {
@@ -178,8 +177,11 @@ impl Reconciler {
                     self.pace.lists_per_minute
                 );
             }
-            if let Some(cadence) = self.fs.poll_cadence.lock().as_mut() {
-                cadence.every_secs = next.as_secs();
+            if let Some(dirs) = shown_dirs {
+                *self.fs.poll_cadence.lock() = Some(crate::fs::PollCadence {
+                    every_secs: next.as_secs(),
+                    dirs,
+                });
             }
             wait = Some(next);
         }
