@@ -594,10 +594,30 @@ fn a_full_cache_evicts_clean_files_and_refuses_writes_only_when_all_is_changed()
     assert_eq!(h.store.body("b").unwrap().as_ref(), &b[..]);
 }
 
+/// LIST calls of a reconciler running for `span` of paused time (nothing waits).
+fn lists_in_paused_time(h: &Harness, pace: crate::sync::PollPace, span: Duration) -> u64 {
+    use std::sync::atomic::Ordering;
+    let lists = || h.store.stats().lists.load(Ordering::Relaxed);
+    let before = lists();
+    let clock = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    clock.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let reconciler = crate::sync::Reconciler::new(h.fs.clone(), pace);
+        let polls = tokio::spawn(reconciler.run(stopped));
+        tokio::time::sleep(span).await;
+        let calls = lists() - before;
+        stop.send(true).unwrap();
+        polls.await.unwrap();
+        calls
+    })
+}
+
 #[test]
 fn the_reconciler_lists_a_large_bucket_no_more_often_than_its_request_budget() {
-    use crate::sync::{PollPace, Reconciler};
-    use std::sync::atomic::Ordering;
     let h = harness_with("", |s| {
         for i in 0..2500 {
             s.insert(&format!("d/f{i:05}"), b"x", Metadata::new());
@@ -606,63 +626,33 @@ fn the_reconciler_lists_a_large_bucket_no_more_often_than_its_request_budget() {
     // Six requests a minute, and ten minutes of them at once: in an hour at most
     // 60 + 360 requests (and one poll of debt), at three a poll, where polls every
     // second would make 3,600.
-    let pace = PollPace {
+    let pace = crate::sync::PollPace {
         interval: Duration::from_secs(1),
         lists_per_minute: 6,
     };
-    let lists = || h.store.stats().lists.load(Ordering::Relaxed);
-    let before = lists();
-    let clock = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    clock.block_on(async {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let polls = tokio::spawn(Reconciler::new(h.fs.clone(), pace).run(stopped));
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        let requests = 3 * (lists() - before);
-        assert!(
-            (360..=423).contains(&requests),
-            "{requests} requests in an hour"
-        );
-        stop.send(true).unwrap();
-        polls.await.unwrap();
-    });
+    let requests = 3 * lists_in_paused_time(&h, pace, Duration::from_secs(3600));
+    assert!(
+        (360..=423).contains(&requests),
+        "{requests} requests in an hour"
+    );
 }
 
 #[test]
 fn failing_polls_are_held_to_the_request_budget_too() {
-    use crate::sync::{PollPace, Reconciler};
-    use std::sync::atomic::Ordering;
     let h = harness();
     h.store.fail_next(u32::MAX);
     // Every LIST fails (a throttling server, say): each still counts, so an hour at
     // six a minute, with ten minutes of them at once, sends at most 420 (and one of
     // debt), not one a second.
-    let pace = PollPace {
+    let pace = crate::sync::PollPace {
         interval: Duration::from_secs(1),
         lists_per_minute: 6,
     };
-    let lists = || h.store.stats().lists.load(Ordering::Relaxed);
-    let before = lists();
-    let clock = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    clock.block_on(async {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let polls = tokio::spawn(Reconciler::new(h.fs.clone(), pace).run(stopped));
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        let requests = lists() - before;
-        assert!(
-            (360..=421).contains(&requests),
-            "{requests} failed LISTs in an hour"
-        );
-        stop.send(true).unwrap();
-        polls.await.unwrap();
-    });
+    let requests = lists_in_paused_time(&h, pace, Duration::from_secs(3600));
+    assert!(
+        (360..=421).contains(&requests),
+        "{requests} failed LISTs in an hour"
+    );
     h.store.fail_next(0);
 }
 
@@ -811,7 +801,6 @@ fn a_poll_of_the_root_does_not_bring_back_a_directory_renamed_here() {
 
 #[test]
 fn the_listing_at_mount_does_not_delay_the_polls_of_the_directories_in_use() {
-    use std::sync::atomic::Ordering;
     let h = harness_of_a_large_bucket(&["work/a"]);
     h.fs.readdir(h.fs.lookup(ROOT, "work").unwrap().ino)
         .unwrap();
@@ -821,22 +810,9 @@ fn the_listing_at_mount_does_not_delay_the_polls_of_the_directories_in_use() {
         interval: Duration::from_secs(10),
         lists_per_minute: 6,
     };
-    let lists = || h.store.stats().lists.load(Ordering::Relaxed);
-    let before = lists();
-    let clock = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    clock.block_on(async {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let polls = tokio::spawn(crate::sync::Reconciler::new(h.fs.clone(), pace).run(stopped));
-        tokio::time::sleep(Duration::from_secs(15)).await;
-        // One call lists the whole bucket here (the memory store has no pages).
-        assert_eq!(lists() - before, 1 + 2, "LIST calls in the first 15 s");
-        stop.send(true).unwrap();
-        polls.await.unwrap();
-    });
+    // One call lists the whole bucket here (the memory store has no pages).
+    let calls = lists_in_paused_time(&h, pace, Duration::from_secs(15));
+    assert_eq!(calls, 1 + 2, "LIST calls in the first 15 s");
 }
 
 #[test]
