@@ -355,6 +355,7 @@ impl Fs {
         };
         tree.touch(&job.key);
         tree.uncertain.remove(&job.key);
+        self.drop_replaced_base(&mut tree, ino, &job.key);
         let live = tree.get(ino).is_some_and(|i| !i.unlinked);
         if !live {
             // Removed while its upload ran: the new object is an orphan.
@@ -394,6 +395,31 @@ impl Fs {
             tree.urgent.remove(&ino);
         }
         self.persist(tree, ino);
+    }
+
+    /// Our object now holds `key`. Another file whose base was the object there (one
+    /// renamed away whose copy was not made yet, its bytes all fetched first) no longer
+    /// has a base in the bucket: it goes up from its cache. Kept, that stale base made
+    /// the file, renamed back to `key`, expect the version we had just replaced there
+    /// (a false conflict, its content under a conflict name).
+    fn drop_replaced_base(&self, tree: &mut Tree, writer: u64, key: &str) {
+        let Some(&holder) = tree.stored_keys.get(key) else {
+            return;
+        };
+        let Some(inode) = tree.get(holder) else {
+            return;
+        };
+        if holder == writer || inode.stored.as_ref().is_none_or(|s| s.key != key) {
+            return;
+        }
+        if !inode.all_here() {
+            tracing::warn!(%key, "the version a renamed file was based on was replaced by this mount before its bytes were all here; they are lost (zeros)");
+        }
+        tree.set_stored(holder, None);
+        if !tree.get(holder).is_some_and(|i| i.unlinked) {
+            tree.mark_dirty(holder);
+        }
+        self.persist(tree, holder);
     }
 
     /// A listing under way may have seen this key before it was deleted.

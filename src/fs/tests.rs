@@ -889,3 +889,31 @@ fn a_created_file_unlinked_before_its_close_does_not_come_back_after_a_crash() {
     h.flush();
     assert!(h.store.keys().is_empty(), "{:?}", h.store.keys());
 }
+
+#[test]
+fn a_file_renamed_back_over_the_object_that_replaced_its_base_is_no_conflict() {
+    let h = harness_with("", |s| s.insert("f", b"first f", Metadata::new()));
+    assert_eq!(h.read_all(ROOT, "f"), b"first f");
+    h.fs.rename(ROOT, "f", ROOT, "g", RenameMode::Replace)
+        .unwrap();
+    h.write_file(ROOT, "f", b"second f");
+    // Only the new f goes up: the rename's copy waits (a crash came first, say).
+    let jobs = h.fs.plan(Duration::ZERO, true, &NothingBusy, usize::MAX);
+    let new_f = jobs
+        .iter()
+        .find(|j| j.key == "f")
+        .expect("the new f's upload");
+    h.fs.start(new_f);
+    let config = UploaderConfig::default();
+    let run = crate::sync::transfer::run_job(h.fs.clone(), new_f, &config);
+    let outcome = h.runtime.block_on(run).unwrap();
+    h.fs.finish(new_f, outcome);
+    assert_eq!(h.store.body("f").unwrap().as_ref(), b"second f");
+    // g goes back over f: its content takes the name, with no conflict copy.
+    h.fs.rename(ROOT, "g", ROOT, "f", RenameMode::Replace)
+        .unwrap();
+    h.flush();
+    assert_eq!(h.store.keys(), ["f"], "a conflict copy or a stray key");
+    assert_eq!(h.store.body("f").unwrap().as_ref(), b"first f");
+    assert_eq!(h.read_all(ROOT, "f"), b"first f");
+}

@@ -3,7 +3,7 @@
 mod probe;
 pub mod reconciler;
 pub mod report;
-mod transfer;
+pub(crate) mod transfer;
 pub mod uploader;
 
 pub use probe::probe_conditional_writes;

@@ -149,6 +149,7 @@ fn closed_files_survive_repeated_kill_9() {
         "3",
     ];
     const FROZEN_CYCLE: usize = 4;
+    let mut last_log = String::new();
     for cycle in 0..10 {
         let mount = env.mount_at(BUCKET, &mnt, &cache, &via_proxy);
         if cycle == 0 {
@@ -160,8 +161,10 @@ fn closed_files_survive_repeated_kill_9() {
         let diff = differences(&seen, &model);
         assert!(
             diff.is_empty(),
-            "after crash {cycle}: {diff:?}\nops: {ops:#?}\nbucket: {:?}",
-            env.keys()
+            "after crash {cycle}: {diff:?}\nops: {ops:#?}\nbucket: {:?}\n\
+             the killed daemon's log:\n{last_log}\nthis one's:\n{}",
+            env.keys(),
+            mount.log_text()
         );
         if cycle == FROZEN_CYCLE {
             // Requests hang unanswered: uploads stall mid-flight when the kill comes.
@@ -172,13 +175,16 @@ fn closed_files_survive_repeated_kill_9() {
         ops.push(format!("--- kill after cycle {cycle}"));
         // Let some uploads run (or not) so the kill lands at different points.
         std::thread::sleep(Duration::from_millis(rng.below(200)));
-        mount.kill9();
+        last_log = mount.kill9_with_log();
         proxy.freeze(false);
     }
     let mount = env.mount_at(BUCKET, &mnt, &cache, &[]);
     let seen = snapshot(&mount.path).unwrap_or_else(|e| panic!("{e}\n{}", mount.log_text()));
     let diff = differences(&seen, &model);
-    assert!(diff.is_empty(), "at the end: {diff:?}\nops: {ops:#?}");
+    assert!(
+        diff.is_empty(),
+        "at the end: {diff:?}\nops: {ops:#?}\nthe last killed daemon's log:\n{last_log}"
+    );
     mount.unmount();
     let mut expected: Vec<String> = model.keys().cloned().collect();
     expected.extend(["d1/".to_string(), "d2/".to_string()]);

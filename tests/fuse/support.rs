@@ -307,6 +307,14 @@ impl Mount {
 
 impl Mount {
     /// Kills the daemon with SIGKILL (a crash) and detaches the dead mount.
+    /// kill -9, then what the daemon logged (read after it died, so the kill lands
+    /// when the caller meant it to).
+    pub fn kill9_with_log(self) -> String {
+        let log = self.log.clone();
+        self.kill9();
+        std::fs::read_to_string(log).unwrap_or_default()
+    }
+
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();
         let _ = child.kill();
