@@ -142,7 +142,7 @@ pub struct Tree {
     /// version meant (None: whatever is there, e.g. a directory marker).
     pub pending_deletes: BTreeMap<String, Option<String>>,
     /// Key -> the live inode whose content the bucket holds there.
-    pub stored_keys: BTreeMap<String, u64>,
+    pub stored_keys: HashMap<String, u64>,
     /// The durable copy of what is dirty and what is owed a delete.
     pub state: Arc<StateDb>,
     /// Inode -> its record as last written to the durable state ...
@@ -183,7 +183,7 @@ impl Tree {
             dirty_by_time: BTreeSet::new(),
             urgent: BTreeSet::new(),
             pending_deletes: BTreeMap::new(),
-            stored_keys: BTreeMap::new(),
+            stored_keys: HashMap::new(),
             state,
             persisted: HashMap::new(),
             persisted_paths: HashMap::new(),
