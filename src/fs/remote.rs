@@ -30,12 +30,6 @@ fn summary_version(key: &str, object: &ObjectSummary) -> RemoteVersion {
 }
 
 impl Fs {
-    /// The mount's counter of its own bucket writes: a listing started now is news
-    /// only about keys this mount has not touched since.
-    pub fn epoch(&self) -> u64 {
-        self.tree.lock().epoch
-    }
-
     /// A listing or HEAD that starts now: its epoch, kept in mind until it ends.
     pub fn begin_reading(&self) -> Reading<'_> {
         let epoch = self.tree.lock().begin_reading();
@@ -284,7 +278,8 @@ impl Fs {
                 && !present.contains(prefix.as_str())
                 && !tree.dirty().contains_key(&ino)
                 && !tree.own_work_on(&prefix, epoch)
-                && !tree.deletes_pending_under(&prefix)
+                && !tree.pending_deletes.contains_key(&prefix)
+                && !tree.deletes_pending_below(&prefix)
                 && tree.get(ino).is_some_and(|i| {
                     i.children.as_ref().is_none_or(|c| c.is_empty()) && i.open_handles == 0
                 });

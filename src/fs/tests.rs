@@ -710,27 +710,28 @@ fn a_large_bucket_seen_in_one_directory_is_polled_there_only() {
     assert_eq!(h.read_all(big, "f00007"), b"x");
 }
 
-/// A listing of the whole bucket as the poll takes it, and the epoch it started at.
-fn poll_listing(h: &Harness) -> (crate::store::Listing, u64) {
-    let epoch = h.fs.epoch();
+/// A listing of the whole bucket as the poll takes it, and the reading (its epoch)
+/// it started as.
+fn poll_listing(h: &Harness) -> (crate::store::Listing, super::remote::Reading<'_>) {
+    let reading = h.fs.begin_reading();
     let listing = h.runtime.block_on(h.store.list("", None)).unwrap();
-    (listing, epoch)
+    (listing, reading)
 }
 
 #[test]
 fn a_poll_does_not_remove_a_file_a_directory_listing_found_after_it_started() {
     let h = harness_with("", |s| s.insert("d/a", b"a", Metadata::new()));
     let d = h.fs.lookup(ROOT, "d").unwrap().ino;
-    let (listing, epoch) = poll_listing(&h);
+    let (listing, reading) = poll_listing(&h);
     // Another client adds d/b after the poll's LIST went past it; this mount's first
     // look into d shows it.
     h.store.insert("d/b", b"b", Metadata::new());
     assert_eq!(h.read_all(d, "b"), b"b");
-    h.fs.reconcile(listing, epoch, &crate::fs::PollScope::All);
+    h.fs.reconcile(listing, reading.epoch, &crate::fs::PollScope::All);
     assert_eq!(h.read_all(d, "b"), b"b", "the older listing removed d/b");
     // The next poll lists it and keeps it.
-    let (listing, epoch) = poll_listing(&h);
-    h.fs.reconcile(listing, epoch, &crate::fs::PollScope::All);
+    let (listing, reading) = poll_listing(&h);
+    h.fs.reconcile(listing, reading.epoch, &crate::fs::PollScope::All);
     assert_eq!(h.read_all(d, "b"), b"b");
 }
 
@@ -738,11 +739,11 @@ fn a_poll_does_not_remove_a_file_a_directory_listing_found_after_it_started() {
 fn a_poll_does_not_bring_back_an_older_version_an_open_replaced() {
     let h = harness_checking_at_open(|s| s.insert("f", b"one", Metadata::new()));
     assert_eq!(h.read_all(ROOT, "f"), b"one");
-    let (listing, epoch) = poll_listing(&h);
+    let (listing, reading) = poll_listing(&h);
     h.store.insert("f", b"two!", Metadata::new());
     // The open's HEAD finds the new version.
     assert_eq!(h.read_all(ROOT, "f"), b"two!");
-    h.fs.reconcile(listing, epoch, &crate::fs::PollScope::All);
+    h.fs.reconcile(listing, reading.epoch, &crate::fs::PollScope::All);
     // (Read before any open, which would check again.)
     let size = h.fs.lookup(ROOT, "f").unwrap().size;
     assert_eq!(size, 4, "the older listing's version came back");
@@ -757,11 +758,11 @@ fn a_poll_does_not_bring_back_a_file_an_open_found_deleted() {
     });
     let d = h.fs.lookup(ROOT, "d").unwrap().ino;
     assert_eq!(h.read_all(d, "x"), b"x");
-    let (listing, epoch) = poll_listing(&h);
+    let (listing, reading) = poll_listing(&h);
     h.runtime.block_on(h.store.delete("d/x")).unwrap();
     let x = h.fs.lookup(d, "x").unwrap().ino;
     assert!(matches!(h.fs.open(x, false, false), Err(FsError::NotFound)));
-    h.fs.reconcile(listing, epoch, &crate::fs::PollScope::All);
+    h.fs.reconcile(listing, reading.epoch, &crate::fs::PollScope::All);
     assert!(
         matches!(h.fs.lookup(d, "x"), Err(FsError::NotFound)),
         "the older listing brought d/x back"

@@ -416,15 +416,6 @@ impl Tree {
         }
     }
 
-    /// Whether a delete of this mount is still owed at `prefix` or under it (a
-    /// directory removed or renamed here, its keys still going).
-    pub fn deletes_pending_under(&self, prefix: &str) -> bool {
-        self.pending_deletes
-            .range(prefix.to_string()..)
-            .next()
-            .is_some_and(|(key, _)| key.starts_with(prefix))
-    }
-
     /// Whether a delete is still owed strictly under the directory prefix `dir`.
     pub fn deletes_pending_below(&self, dir: &str) -> bool {
         use std::ops::Bound::{Excluded, Unbounded};

@@ -190,6 +190,12 @@ impl S3Store {
     }
 }
 
+/// A Range header for a non-empty `range`, never ?partNumber= (Linode ignores it and
+/// sends everything).
+fn range_header(range: &Range<u64>) -> String {
+    format!("bytes={}-{}", range.start, range.end - 1)
+}
+
 /// Turns any SDK error into the store's error kinds, keeping the server's words.
 fn map_err<E>(err: SdkError<E, HttpResponse>, key: &str, bucket: &str) -> StoreError
 where
@@ -306,9 +312,7 @@ impl ObjectStore for S3Store {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        // A Range header, never ?partNumber= (Linode ignores it and sends everything).
-        let header = format!("bytes={}-{}", range.start, range.end - 1);
-        self.get_object(key, Some(header)).await
+        self.get_object(key, Some(range_header(&range))).await
     }
 
     async fn get_range_into(
@@ -321,7 +325,7 @@ impl ObjectStore for S3Store {
         if range.is_empty() {
             return Ok(0);
         }
-        let header = format!("bytes={}-{}", range.start, range.end - 1);
+        let header = range_header(&range);
         // The ETag of the answer, not If-Match: some stores ignore or mishandle the
         // header, and every answer carries the ETag anyway.
         let out = self.send_get(key, Some(header)).await?;

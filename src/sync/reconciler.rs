@@ -113,9 +113,8 @@ impl Reconciler {
         let mut failing = false;
         let mut wait = None;
         let mut stretched = false;
-        let mut scoped = false;
-        // What the last poll that went through listed, for `status`.
-        let mut shown_dirs = None;
+        // What the last poll that went through listed (None: the whole prefix).
+        let mut shown_dirs: Option<Option<usize>> = None;
         let mut allowance = self.pace.allowance(tokio::time::Instant::now());
         loop {
             if let Some(wait) = wait {
@@ -145,13 +144,13 @@ impl Reconciler {
                     }
                     failing = false;
                     // Said once per change of regime, not at every poll.
-                    if matches!(scope, PollScope::Dirs(_)) && !scoped {
+                    let was_scoped = matches!(shown_dirs, Some(Some(_)));
+                    if matches!(scope, PollScope::Dirs(_)) && !was_scoped {
                         tracing::info!(
                             whole = self.flat_requests,
                             "polling only the directories listed here, with fewer LIST requests than the whole bucket takes"
                         );
                     }
-                    scoped = scope != PollScope::All;
                     shown_dirs = Some(match &scope {
                         PollScope::All => None,
                         PollScope::Dirs(dirs) => Some(dirs.len()),
