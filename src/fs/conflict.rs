@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use crate::store::ObjectInfo;
 
+use super::conflict_name::{conflict_name, free_name};
 use super::tree::{same_etag, NodeKind, Stored, Tree};
 use super::Fs;
 
@@ -275,96 +276,5 @@ impl Fs {
         self.persist(tree, ino);
         tracing::info!(key = %remote.key, "changed in the bucket: new version taken");
         vec![KernelChange::Inode(ino)]
-    }
-}
-
-/// `report.txt` -> `report.conflict-HOST-20261124T193000Z.txt`; the extension stays
-/// last so the copy opens with the same program. Dot files keep their whole name.
-pub fn conflict_name(name: &str, now: SystemTime) -> String {
-    let host = hostname();
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let stamp = aws_smithy_types::DateTime::from_secs(secs as i64)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default()
-        .replace([':', '-'], "");
-    let tag = format!("conflict-{host}-{stamp}");
-    match name.rfind('.') {
-        Some(dot) if dot > 0 && dot + 1 < name.len() => {
-            format!("{}.{tag}{}", &name[..dot], &name[dot..])
-        }
-        _ => format!("{name}.{tag}"),
-    }
-}
-
-/// A name not taken in `parent`: `name`, else `name` with `-2`, `-3` ... before the
-/// extension.
-fn free_name(tree: &Tree, parent: u64, name: &str) -> String {
-    if tree.child(parent, name).is_none() {
-        return name.to_string();
-    }
-    let (stem, ext) = match name.rfind('.') {
-        Some(dot) if dot > 0 => name.split_at(dot),
-        _ => (name, ""),
-    };
-    (2..)
-        .map(|n| format!("{stem}-{n}{ext}"))
-        .find(|candidate| tree.child(parent, candidate).is_none())
-        .unwrap_or_else(|| name.to_string())
-}
-
-/// This host's name, safe for a file name.
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = if ok {
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        String::new()
-    };
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if safe.is_empty() {
-        "host".into()
-    } else {
-        safe
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conflict_names_keep_the_extension_last() {
-        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
-        let host = hostname();
-        assert_eq!(
-            conflict_name("report.txt", at),
-            format!("report.conflict-{host}-20261118T110640Z.txt")
-        );
-        assert_eq!(
-            conflict_name("Makefile", at),
-            format!("Makefile.conflict-{host}-20261118T110640Z")
-        );
-        assert_eq!(
-            conflict_name(".bashrc", at),
-            format!(".bashrc.conflict-{host}-20261118T110640Z")
-        );
-        assert_eq!(
-            conflict_name("a.tar.gz", at),
-            format!("a.tar.conflict-{host}-20261118T110640Z.gz")
-        );
     }
 }

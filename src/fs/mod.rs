@@ -1,7 +1,9 @@
 //! The filesystem core: POSIX rules over the inode table, the cache and the bucket.
 //! It knows no FUSE types; `fuse.rs` translates.
 
+pub mod attempts;
 mod conflict;
+mod conflict_name;
 mod direct;
 mod error;
 mod evict;
@@ -31,7 +33,8 @@ use crate::mapping::{DefaultAttrs, KeyPrefix};
 use crate::state::StateDb;
 use crate::store::{ObjectStore, StoreError};
 
-pub use conflict::{conflict_name, KernelCache, KernelChange};
+pub use conflict::{KernelCache, KernelChange};
+pub use conflict_name::conflict_name;
 pub use direct::{Attach, DirectUse, KernelFile};
 pub use error::{FsError, FsResult};
 pub use io::{Opened, SetAttr};

@@ -38,6 +38,9 @@ pub enum JobKind {
     /// Delete the object; with an ETag, only if it is still that version (a newer
     /// object at the key is someone's data, perhaps ours from before a crash).
     Delete { etag: Option<String> },
+    /// Delete the object only if it is a write of ours whose reply was lost, made for
+    /// a file no longer at this key.
+    DeleteOrphan,
 }
 
 pub struct Job {
@@ -61,7 +64,7 @@ impl Job {
             JobKind::PutBody(_) => "put",
             JobKind::Copy { .. } => "copy",
             JobKind::Materialize => "fetch",
-            JobKind::Delete { .. } => "delete",
+            JobKind::Delete { .. } | JobKind::DeleteOrphan => "delete",
         }
     }
 
@@ -79,6 +82,9 @@ impl Job {
 pub enum Outcome {
     /// An object was written; its new ETag.
     Written(String),
+    /// A write of ours whose reply was lost is what the bucket holds (found by its
+    /// token): this attempt's or an earlier one's, with its ETag.
+    Landed(String, super::attempts::Attempt),
     Deleted,
     /// A versioned delete found a newer object and left it alone.
     Kept,
@@ -94,6 +100,17 @@ pub enum Outcome {
 }
 
 impl Job {
+    /// What the bucket holds at `key` once this job's write landed as `etag`.
+    fn stored_as(&self, etag: String) -> Stored {
+        Stored {
+            key: self.key.clone(),
+            etag,
+            size: self.size,
+            data_version: self.data_version,
+            meta_version: self.meta_version,
+        }
+    }
+
     /// The version (key, ETag) of its file that the job was planned from, if any.
     pub fn base(&self) -> Option<(&str, &str)> {
         match &self.kind {
@@ -206,6 +223,9 @@ impl Fs {
                 });
             }
         }
+        if jobs.len() < limit {
+            jobs.extend(self.orphan_jobs(&tree, busy, limit - jobs.len()));
+        }
         jobs
     }
 
@@ -271,7 +291,7 @@ impl Fs {
         }
         let mut tree = self.tree.lock();
         *tree.busy.entry(job.key.clone()).or_default() += 1;
-        if matches!(job.kind, JobKind::Delete { .. }) {
+        if matches!(job.kind, JobKind::Delete { .. } | JobKind::DeleteOrphan) {
             return;
         }
         if let Err(err) = tree.state.put_inflight(&job.key) {
@@ -318,17 +338,29 @@ impl Fs {
         if !matches!(job.kind, JobKind::Materialize) {
             self.release_key(&mut tree, &job.key);
         }
-        let (ino, etag) = match (&job.id, outcome) {
+        let (ino, stored) = match (&job.id, outcome) {
             (JobId::Delete(key), outcome) => {
                 tree.unqueue_delete(key);
+                tree.attempts.resolved(key);
                 if outcome == Outcome::Deleted {
                     tree.touch_deleted(key);
                     self.note_deleted(&mut tree, key);
                 }
                 return;
             }
-            (JobId::Inode(ino), Outcome::Written(etag)) => (*ino, etag),
+            (JobId::Inode(ino), Outcome::Written(etag)) => (*ino, job.stored_as(etag)),
+            (JobId::Inode(_), Outcome::Landed(etag, attempt)) => {
+                let stored = Stored {
+                    key: job.key.clone(),
+                    etag,
+                    size: attempt.size,
+                    data_version: attempt.data_version,
+                    meta_version: attempt.meta_version,
+                };
+                (attempt.ino, stored)
+            }
             (JobId::Inode(ino), Outcome::Conflict(remote)) => {
+                tree.attempts.resolved(&job.key);
                 if let Err(err) = tree.state.remove_inflight(&job.key) {
                     tracing::error!(key = %job.key, %err, "cannot update the state");
                 }
@@ -355,39 +387,34 @@ impl Fs {
         };
         tree.touch(&job.key);
         tree.uncertain.remove(&job.key);
+        tree.attempts.resolved(&job.key);
         self.drop_replaced_base(&mut tree, ino, &job.key);
         let live = tree.get(ino).is_some_and(|i| !i.unlinked);
         if !live {
             // Removed while its upload ran: the new object is an orphan.
-            self.owe_delete(&mut tree, job.key.clone(), Some(etag));
+            self.owe_delete(&mut tree, job.key.clone(), Some(stored.etag));
         } else {
-            self.record_stored(&mut tree, ino, job, etag);
+            self.record_stored(&mut tree, ino, stored);
         }
         if let Err(err) = tree.state.remove_inflight(&job.key) {
             tracing::error!(key = %job.key, %err, "cannot update the state");
         }
     }
 
-    fn record_stored(&self, tree: &mut Tree, ino: u64, job: &Job, etag: String) {
+    fn record_stored(&self, tree: &mut Tree, ino: u64, stored: Stored) {
+        let key = stored.key.clone();
         let current = self.current_key(tree, ino);
-        if current.as_deref() == Some(job.key.as_str()) {
+        if current.as_deref() == Some(key.as_str()) {
             // The object at this key is now this inode's: a delete owed there is void.
-            tree.unqueue_delete(&job.key);
+            tree.unqueue_delete(&key);
         } else {
             // Renamed while this job ran: the object just written is owed a delete once
             // the inode's next copy lands.
-            self.owe_delete(tree, job.key.clone(), Some(etag.clone()));
+            self.owe_delete(tree, key.clone(), Some(stored.etag.clone()));
         }
         let old = tree.get(ino).and_then(|i| i.stored.clone());
-        let stored = Stored {
-            key: job.key.clone(),
-            etag,
-            size: job.size,
-            data_version: job.data_version,
-            meta_version: job.meta_version,
-        };
         tree.set_stored(ino, Some(stored));
-        if let Some(old) = old.filter(|o| o.key != job.key) {
+        if let Some(old) = old.filter(|o| o.key != key) {
             self.owe_delete(tree, old.key, Some(old.etag));
         }
         if current.is_some_and(|k| tree.get(ino).is_some_and(|i| i.in_sync_at(&k))) {

@@ -44,7 +44,8 @@ impl Fs {
         Pending {
             files: tree.dirty().len(),
             bytes: tree.dirty().keys().map(|&ino| file_bytes(&tree, ino)).sum(),
-            deletes: tree.pending_deletes.len(),
+            // Objects our lost replies may have left are deletes owed too.
+            deletes: tree.pending_deletes.len() + self.orphan_count(&tree),
         }
     }
 
@@ -53,7 +54,9 @@ impl Fs {
         let tree = self.tree.lock();
         match id {
             JobId::Inode(ino) => tree.get(*ino).is_some(),
-            JobId::Delete(key) => tree.pending_deletes.contains_key(key),
+            JobId::Delete(key) => {
+                tree.pending_deletes.contains_key(key) || tree.attempts.any_at(key)
+            }
         }
     }
 

@@ -168,6 +168,8 @@ pub struct Tree {
     /// Keys an upload cut short by a crash may have written: what the bucket holds
     /// there may be our own data, so it is not taken as someone else's change.
     pub uncertain: HashSet<String>,
+    /// Writes sent whose reply was lost or not in yet: an object at such a key may be ours.
+    pub attempts: super::attempts::Attempts,
     /// Inodes open for direct writing: their changes are noticed by looking.
     pub direct_writing: BTreeSet<u64>,
 }
@@ -194,6 +196,7 @@ impl Tree {
             touched_kept: 0,
             busy: HashMap::new(),
             uncertain: HashSet::new(),
+            attempts: Default::default(),
             direct_writing: BTreeSet::new(),
         }
     }
@@ -436,6 +439,7 @@ impl Tree {
     pub fn own_work_on(&self, key: &str, epoch: u64) -> bool {
         self.busy.contains_key(key)
             || self.uncertain.contains(key)
+            || self.attempts.any_at(key)
             || self.touched.get(key).is_some_and(|&at| at > epoch)
     }
 

@@ -35,6 +35,10 @@ pub struct MemoryStore {
     failures_left: AtomicU32,
     /// Behave like servers that ignore If-Match / If-None-Match.
     ignore_conditions: AtomicBool,
+    /// The next this-many writes commit but their reply is lost (a transient error) ...
+    replies_to_lose: AtomicU32,
+    /// ... and this many requests after each loss fail too (the network still down).
+    failures_after_loss: AtomicU32,
     stats: StoreStats,
 }
 
@@ -46,6 +50,28 @@ impl MemoryStore {
     /// Makes the next `n` requests fail as a network outage would.
     pub fn fail_next(&self, n: u32) {
         self.failures_left.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` writes (PUT, multipart complete, copy, delete) take effect but
+    /// answer with a transient error, as when the reply is lost; `then_fail` requests
+    /// after each fail as an outage would.
+    pub fn lose_next_replies(&self, n: u32, then_fail: u32) {
+        self.failures_after_loss.store(then_fail, Ordering::SeqCst);
+        self.replies_to_lose.store(n, Ordering::SeqCst);
+    }
+
+    /// A write that took effect: its reply may be lost.
+    fn reply<T>(&self, done: T) -> StoreResult<T> {
+        let lose = self
+            .replies_to_lose
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if lose {
+            let then_fail = self.failures_after_loss.load(Ordering::SeqCst);
+            self.failures_left.store(then_fail, Ordering::SeqCst);
+            return Err(StoreError::Transient("injected: reply lost".into()));
+        }
+        Ok(done)
     }
 
     /// Puts an object directly, as another client would.
@@ -213,7 +239,8 @@ impl ObjectStore for MemoryStore {
     ) -> StoreResult<String> {
         StoreStats::count(&self.stats.puts, 1);
         self.injected_fault()?;
-        self.commit(key, body, metadata.clone(), cond)
+        let etag = self.commit(key, body, metadata.clone(), cond)?;
+        self.reply(etag)
     }
 
     async fn put_file(
@@ -228,7 +255,8 @@ impl ObjectStore for MemoryStore {
         self.injected_fault()?;
         let mut body = std::fs::read(path)?;
         body.truncate(len as usize);
-        self.commit(key, Bytes::from(body), metadata.clone(), cond)
+        let etag = self.commit(key, Bytes::from(body), metadata.clone(), cond)?;
+        self.reply(etag)
     }
 
     async fn create_multipart(&self, key: &str, metadata: &Metadata) -> StoreResult<String> {
@@ -289,7 +317,8 @@ impl ObjectStore for MemoryStore {
                 .ok_or_else(|| StoreError::Other(format!("InvalidPart {}", part.number)))?;
             whole.extend_from_slice(body);
         }
-        self.commit(key, whole.freeze(), metadata, cond)
+        let etag = self.commit(key, whole.freeze(), metadata, cond)?;
+        self.reply(etag)
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> StoreResult<()> {
@@ -320,14 +349,14 @@ impl ObjectStore for MemoryStore {
                 metadata: metadata.cloned().unwrap_or(source.metadata),
             },
         );
-        Ok(etag)
+        self.reply(etag)
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
         StoreStats::count(&self.stats.deletes, 1);
         self.injected_fault()?;
         self.objects.lock().remove(key);
-        Ok(())
+        self.reply(())
     }
 
     async fn check_access(&self) -> StoreResult<()> {

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use crate::cache::Content;
+use crate::fs::attempts::{same_metadata, with_token, Attempt};
 use crate::fs::plan::{Job, JobKind, Outcome};
 use crate::fs::{ConditionalWrites, Fs, HeadChecked};
 use crate::store::{
-    CompletedPart, FileRange, Metadata, ObjectStore, StoreError, StoreResult, WriteCondition,
+    CompletedPart, FileRange, Metadata, ObjectInfo, ObjectStore, StoreError, StoreResult,
+    WriteCondition,
 };
 
 use super::UploaderConfig;
@@ -24,10 +26,14 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
         (_, true) => job.condition.clone(),
     };
     let check_first = send != job.condition;
+    let token = fs.begin_attempt(job);
+    let sent = Sent {
+        metadata: with_token(&job.metadata, &token),
+        token: &token,
+    };
     let written = match &job.kind {
-        JobKind::Delete { etag } => {
-            return delete_version(store.as_ref(), &job.key, etag.as_deref()).await
-        }
+        JobKind::Delete { etag } => return delete_version(&fs, &job.key, etag.as_deref()).await,
+        JobKind::DeleteOrphan => return delete_orphan(&fs, &job.key).await,
         JobKind::Materialize => {
             let ino = match job.id {
                 crate::fs::plan::JobId::Inode(ino) => ino,
@@ -42,10 +48,10 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
             };
         }
         JobKind::Copy { from, from_etag } => {
-            if let Some(conflict) = precheck(store.as_ref(), job, check_first).await? {
+            if let Some(conflict) = precheck(&fs, job, check_first).await? {
                 return Ok(conflict);
             }
-            let copied = store.copy(from, from_etag, &job.key, Some(&job.metadata));
+            let copied = store.copy(from, from_etag, &job.key, Some(&sent.metadata));
             match copied.await {
                 // The old name holds another version than the one renamed here, or none.
                 Err(StoreError::PreconditionFailed | StoreError::NotFound(_))
@@ -60,17 +66,17 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
                     }
                     // The version is there after all: a store that mishandles the condition.
                     tracing::warn!(%from, "the store refused a copy condition that holds: copied without it");
-                    store.copy(from, "", &job.key, Some(&job.metadata)).await
+                    store.copy(from, "", &job.key, Some(&sent.metadata)).await
                 }
                 copied => copied,
             }
         }
         JobKind::PutBody(body) => {
-            if let Some(conflict) = precheck(store.as_ref(), job, check_first).await? {
+            if let Some(conflict) = precheck(&fs, job, check_first).await? {
                 return Ok(conflict);
             }
             store
-                .put(&job.key, body.clone(), &job.metadata, &send)
+                .put(&job.key, body.clone(), &sent.metadata, &send)
                 .await
         }
         JobKind::UploadFile {
@@ -85,7 +91,7 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
                 // The version this file was based on was replaced, and the bytes it never
                 // fetched went with it: the change meets the new version as a conflict.
                 Err(StoreError::VersionChanged(_)) => {
-                    if let Some(conflict) = precheck(store.as_ref(), job, true).await? {
+                    if let Some(conflict) = precheck(&fs, job, true).await? {
                         return Ok(conflict);
                     }
                     let base = source.as_ref().map_or(&job.key, |s| &s.key);
@@ -94,48 +100,113 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
                 filled => filled?,
             }
             if let Some(base) = base_etag {
-                if let Some(done) = unchanged(&store, job, content, *size, base, config).await? {
+                let same = Same {
+                    content,
+                    size: *size,
+                    base,
+                };
+                if let Some(done) = unchanged(&fs, job, same, &sent, config).await? {
                     return Ok(done);
                 }
             }
-            if let Some(conflict) = precheck(store.as_ref(), job, check_first).await? {
+            if let Some(conflict) = precheck(&fs, job, check_first).await? {
                 return Ok(conflict);
             }
             if *size >= config.multipart_threshold {
                 let upload = Upload {
                     key: &job.key,
-                    metadata: &job.metadata,
+                    metadata: &sent.metadata,
                     condition: &send,
                 };
                 upload_multipart(store.clone(), upload, content.clone(), *size, config).await
             } else {
                 store
-                    .put_file(&job.key, content.path(), *size, &job.metadata, &send)
+                    .put_file(&job.key, content.path(), *size, &sent.metadata, &send)
                     .await
             }
         }
     };
     match written {
         Ok(etag) => Ok(Outcome::Written(etag)),
-        // Someone else's version is there: nothing was overwritten.
-        Err(StoreError::PreconditionFailed) => {
-            Ok(Outcome::Conflict(store.head_checked(&job.key).await?))
-        }
-        Err(err) => Err(err),
+        Err(err) => after_failed_write(&fs, job, sent.token, err).await,
     }
+}
+
+/// What one attempt sends: its token, and the metadata that carries it.
+struct Sent<'a> {
+    metadata: Metadata,
+    token: &'a str,
+}
+
+/// A write that failed: refused by its condition (412), or with an outcome unknown
+/// (the reply lost, reset, 5xx, unreadable). The key tells which: a write of ours is
+/// there (this one or an earlier one whose reply was lost), or someone else's.
+async fn after_failed_write(
+    fs: &Arc<Fs>,
+    job: &Job,
+    token: &str,
+    err: StoreError,
+) -> StoreResult<Outcome> {
+    let refused = matches!(err, StoreError::PreconditionFailed);
+    if !refused && !outcome_unknown(&err) {
+        fs.attempt_failed(&job.key, token);
+        return Err(err);
+    }
+    match at_key(fs, &job.key).await {
+        Ok(AtKey::Ours(etag, attempt)) => {
+            tracing::info!(key = %job.key, %err, "the write landed although its reply was lost");
+            Ok(Outcome::Landed(etag, attempt))
+        }
+        // Someone else's version is there: nothing was overwritten.
+        Ok(AtKey::Other(info)) if refused => Ok(Outcome::Conflict(info)),
+        Ok(AtKey::Other(_)) => Err(err),
+        Err(head) if refused => Err(head),
+        Err(_) => Err(err),
+    }
+}
+
+/// Errors after which the write may have landed at the server all the same.
+fn outcome_unknown(err: &StoreError) -> bool {
+    matches!(
+        err,
+        StoreError::Transient(_) | StoreError::Timeout(_) | StoreError::Other(_)
+    )
+}
+
+/// What the bucket holds at a key, as far as this mount's writes go.
+enum AtKey {
+    /// A write of ours (found by its token): its ETag and what it was.
+    Ours(String, Attempt),
+    /// Someone else's object, or none.
+    Other(Option<ObjectInfo>),
+}
+
+async fn at_key(fs: &Fs, key: &str) -> StoreResult<AtKey> {
+    Ok(match fs.store().head_checked(key).await? {
+        Some(info) => match fs.ours_at(key, &info) {
+            Some(attempt) => AtKey::Ours(info.etag, attempt),
+            None => AtKey::Other(Some(info)),
+        },
+        None => AtKey::Other(None),
+    })
 }
 
 /// A file rewritten with the content the bucket already holds: no body goes up. The
 /// object keeps its version if its metadata is current, else gets the new metadata
 /// by a copy onto itself. None when the content did change.
 async fn unchanged(
-    store: &Arc<dyn ObjectStore>,
+    fs: &Arc<Fs>,
     job: &Job,
-    content: &Arc<Content>,
-    size: u64,
-    base: &str,
+    same: Same<'_>,
+    sent: &Sent<'_>,
     config: &UploaderConfig,
 ) -> StoreResult<Option<Outcome>> {
+    let Same {
+        content,
+        size,
+        base,
+    } = same;
+    let store = fs.store();
     let part = (size >= config.multipart_threshold).then(|| part_size(size, config.part_size));
     let (file, remote) = (content.clone(), base.to_string());
     let same = tokio::task::spawn_blocking(move || {
@@ -146,57 +217,58 @@ async fn unchanged(
     if same != Some(true) {
         return Ok(None);
     }
-    // One HEAD: the version is still ours (else a conflict) and its metadata.
+    // One HEAD: the version is still the base and its metadata. Anything else is
+    // decided by the ordinary upload (a conflict, or a write of ours landed).
     let info = match store.head_checked(&job.key).await? {
         Some(info) if crate::fs::same_etag(&info.etag, base) => info,
-        other => return Ok(Some(Outcome::Conflict(other))),
+        _ => return Ok(None),
     };
-    if info.metadata == job.metadata {
+    if same_metadata(&info.metadata, &job.metadata) {
         tracing::debug!(key = %job.key, "rewritten with the same content: nothing to upload");
         return Ok(Some(Outcome::Written(info.etag)));
     }
     let etag = match store
-        .copy(&job.key, &info.etag, &job.key, Some(&job.metadata))
+        .copy(&job.key, &info.etag, &job.key, Some(&sent.metadata))
         .await
     {
-        // Replaced since the HEAD: someone else's version, not overwritten.
-        Err(StoreError::PreconditionFailed) => {
-            return Ok(Some(Outcome::Conflict(store.head_checked(&job.key).await?)))
-        }
-        copied => copied?,
+        Ok(etag) => etag,
+        // Replaced since the HEAD (someone else's version, not overwritten), or the
+        // reply was lost.
+        Err(err) => return after_failed_write(fs, job, sent.token, err).await.map(Some),
     };
     tracing::debug!(key = %job.key, "same content, new metadata: copied onto itself");
     Ok(Some(Outcome::Written(etag)))
 }
 
 /// Where the server does not check conditions itself: compares what is at the key
-/// with what the job expects, just before writing.
-async fn precheck(store: &dyn ObjectStore, job: &Job, check: bool) -> StoreResult<Option<Outcome>> {
+/// with what the job expects, just before writing. A write of ours whose reply was
+/// lost is no conflict.
+async fn precheck(fs: &Fs, job: &Job, check: bool) -> StoreResult<Option<Outcome>> {
     if !check || job.condition == WriteCondition::Always {
         return Ok(None);
     }
-    let current = store.head_checked(&job.key).await?;
-    if job
-        .condition
-        .holds_for(current.as_ref().map(|info| info.etag.as_str()))
-    {
-        Ok(None)
-    } else {
-        Ok(Some(Outcome::Conflict(current)))
+    match at_key(fs, &job.key).await? {
+        AtKey::Ours(etag, attempt) => Ok(Some(Outcome::Landed(etag, attempt))),
+        AtKey::Other(current) => {
+            let holds = job
+                .condition
+                .holds_for(current.as_ref().map(|info| info.etag.as_str()));
+            Ok((!holds).then_some(Outcome::Conflict(current)))
+        }
     }
 }
 
-/// Deletes `key`, but with `etag` only while the object is still that version.
-async fn delete_version(
-    store: &dyn ObjectStore,
-    key: &str,
-    etag: Option<&str>,
-) -> StoreResult<Outcome> {
+/// Deletes `key`, but with `etag` only while the object is still that version (or a
+/// write of ours whose reply was lost).
+async fn delete_version(fs: &Fs, key: &str, etag: Option<&str>) -> StoreResult<Outcome> {
+    let store = fs.store();
     if let Some(meant) = etag {
         match store.head(key).await {
             Err(StoreError::NotFound(_)) => return Ok(Outcome::Deleted),
             Err(err) => return Err(err),
-            Ok(info) if !crate::fs::same_etag(&info.etag, meant) => {
+            Ok(info)
+                if !crate::fs::same_etag(&info.etag, meant) && fs.ours_at(key, &info).is_none() =>
+            {
                 tracing::info!(key, "not deleted: the bucket holds a newer version");
                 return Ok(Outcome::Kept);
             }
@@ -204,6 +276,21 @@ async fn delete_version(
         }
     }
     store.delete(key).await.map(|_| Outcome::Deleted)
+}
+
+/// Deletes what a lost reply may have left at `key` for a file that is gone: only an
+/// object that carries one of our tokens.
+async fn delete_orphan(fs: &Fs, key: &str) -> StoreResult<Outcome> {
+    match at_key(fs, key).await? {
+        AtKey::Ours(..) => {
+            tracing::info!(
+                key,
+                "deleting a write of ours whose reply was lost: its file is gone"
+            );
+            fs.store().delete(key).await.map(|_| Outcome::Deleted)
+        }
+        AtKey::Other(_) => Ok(Outcome::Kept),
+    }
 }
 
 async fn blocking(
@@ -221,6 +308,13 @@ async fn blocking(
 /// The part size: at least the configured one, large enough for 10,000 parts.
 fn part_size(size: u64, configured: u64) -> u64 {
     configured.max(size.div_ceil(10_000)).max(5 << 20)
+}
+
+/// A file's content and the version it was based on, to compare.
+struct Same<'a> {
+    content: &'a Arc<Content>,
+    size: u64,
+    base: &'a str,
 }
 
 /// Where a multipart upload goes and on what condition it may complete.

@@ -12,6 +12,8 @@ use crate::sync::{Uploader, UploaderConfig};
 
 use super::{Caller, Fs, FsConfig, FsError, Pending, RenameMode, SetAttr, ROOT};
 
+mod lost_replies;
+
 struct Harness {
     runtime: tokio::runtime::Runtime,
     store: Arc<MemoryStore>,

@@ -1,0 +1,175 @@
+//! Writes whose reply was lost after the store committed them: resolved by looking
+//! at the key (the write's token), never taken for someone else's write.
+
+use std::time::Duration;
+
+use crate::store::Metadata;
+use crate::sync::{Uploader, UploaderConfig};
+
+use super::{harness, Harness, RenameMode, ROOT};
+
+impl Harness {
+    /// Uploads for at most `limit`; whether everything went up.
+    fn flush_for(&self, limit: Duration) -> bool {
+        let uploader = Uploader::new(self.fs.clone(), UploaderConfig::default());
+        self.runtime.block_on(uploader.flush(limit))
+    }
+
+    fn conflict_keys(&self) -> Vec<String> {
+        let keys = self.store.keys();
+        keys.into_iter()
+            .filter(|k| k.contains(".conflict-"))
+            .collect()
+    }
+}
+
+fn body_of(h: &Harness, key: &str) -> Option<Vec<u8>> {
+    h.store.body(key).map(|b| b.to_vec())
+}
+
+#[test]
+fn a_new_file_whose_put_reply_was_lost_is_no_conflict() {
+    let h = harness();
+    h.write_file(ROOT, "a.txt", b"first");
+    h.store.lose_next_replies(1, 0);
+    h.flush();
+    assert_eq!(body_of(&h, "a.txt").as_deref(), Some(&b"first"[..]));
+    assert!(h.conflict_keys().is_empty(), "{:?}", h.store.keys());
+    assert_eq!(h.fs.conflicts(), 0);
+}
+
+#[test]
+fn a_replaced_file_whose_put_reply_was_lost_is_no_conflict() {
+    let h = harness();
+    h.write_file(ROOT, "a.txt", b"first");
+    h.flush();
+    let attr = h.fs.lookup(ROOT, "a.txt").unwrap();
+    let fh = h.fs.open(attr.ino, true, true).unwrap();
+    h.fs.write(attr.ino, 0, b"second").unwrap();
+    h.fs.release(fh);
+    h.store.lose_next_replies(1, 0);
+    h.flush();
+    assert_eq!(body_of(&h, "a.txt").as_deref(), Some(&b"second"[..]));
+    assert!(h.conflict_keys().is_empty(), "{:?}", h.store.keys());
+    assert_eq!(h.fs.conflicts(), 0);
+}
+
+/// The first write landed unseen (its reply and the HEAD after it lost); the file
+/// changed again before the retry, whose condition then fails on our own object.
+#[test]
+fn a_file_changed_after_a_lost_reply_goes_up_over_its_own_earlier_write() {
+    let h = harness();
+    h.write_file(ROOT, "a.txt", b"first");
+    h.flush();
+    let attr = h.fs.lookup(ROOT, "a.txt").unwrap();
+    let fh = h.fs.open(attr.ino, true, true).unwrap();
+    h.fs.write(attr.ino, 0, b"second").unwrap();
+    h.fs.release(fh);
+    h.store.lose_next_replies(1, 1);
+    assert!(!h.flush_for(Duration::from_millis(300)), "the retry waits");
+    assert_eq!(body_of(&h, "a.txt").as_deref(), Some(&b"second"[..]));
+    let fh = h.fs.open(attr.ino, true, false).unwrap();
+    h.fs.write(attr.ino, 6, b"-third").unwrap();
+    h.fs.release(fh);
+    h.flush();
+    assert_eq!(body_of(&h, "a.txt").as_deref(), Some(&b"second-third"[..]));
+    assert!(h.conflict_keys().is_empty(), "{:?}", h.store.keys());
+    assert_eq!(h.fs.conflicts(), 0);
+}
+
+#[test]
+fn a_large_file_whose_multipart_complete_reply_was_lost_is_no_conflict() {
+    let h = harness();
+    let body: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
+    h.write_file(ROOT, "big.bin", &body);
+    h.flush();
+    let attr = h.fs.lookup(ROOT, "big.bin").unwrap();
+    let fh = h.fs.open(attr.ino, true, false).unwrap();
+    h.fs.write(attr.ino, 5, b"changed").unwrap();
+    h.fs.release(fh);
+    h.store.lose_next_replies(1, 0);
+    h.flush();
+    let mut want = body.clone();
+    want[5..12].copy_from_slice(b"changed");
+    assert!(
+        body_of(&h, "big.bin") == Some(want),
+        "the object is the changed file"
+    );
+    assert!(h.conflict_keys().is_empty(), "{:?}", h.store.keys());
+    assert_eq!(h.fs.conflicts(), 0);
+}
+
+#[test]
+fn a_rename_whose_copy_reply_was_lost_is_no_conflict() {
+    let h = harness();
+    h.write_file(ROOT, "a.txt", b"moved");
+    h.flush();
+    h.fs.rename(ROOT, "a.txt", ROOT, "b.txt", RenameMode::Replace)
+        .unwrap();
+    h.store.lose_next_replies(1, 0);
+    h.flush();
+    assert_eq!(h.store.keys(), vec!["b.txt".to_string()]);
+    assert_eq!(body_of(&h, "b.txt").as_deref(), Some(&b"moved"[..]));
+    assert_eq!(h.fs.conflicts(), 0);
+}
+
+#[test]
+fn a_delete_whose_reply_was_lost_is_done() {
+    let h = harness();
+    h.write_file(ROOT, "a.txt", b"gone");
+    h.flush();
+    h.fs.unlink(ROOT, "a.txt").unwrap();
+    h.store.lose_next_replies(1, 0);
+    h.flush();
+    assert!(h.store.keys().is_empty(), "{:?}", h.store.keys());
+}
+
+/// A new file's PUT landed unseen, then the file was removed before the write was
+/// resolved: the object that landed is ours and goes, and nothing else is touched.
+#[test]
+fn a_removed_file_whose_lost_write_landed_leaves_no_object() {
+    let h = harness();
+    h.write_file(ROOT, "keep.txt", b"keep");
+    h.flush();
+    h.write_file(ROOT, "a.txt", b"short-lived");
+    h.store.lose_next_replies(1, 1);
+    assert!(!h.flush_for(Duration::from_millis(300)), "the retry waits");
+    assert!(body_of(&h, "a.txt").is_some(), "the write landed");
+    h.fs.unlink(ROOT, "a.txt").unwrap();
+    h.flush();
+    assert_eq!(h.store.keys(), vec!["keep.txt".to_string()]);
+}
+
+/// Another client's object at a removed file's key is not ours: it stays.
+#[test]
+fn another_clients_object_at_a_removed_files_key_is_kept() {
+    let h = harness();
+    h.write_file(ROOT, "a.txt", b"ours");
+    h.store.lose_next_replies(1, 1);
+    assert!(!h.flush_for(Duration::from_millis(300)), "the retry waits");
+    h.store.insert("a.txt", b"theirs", Metadata::new());
+    h.fs.unlink(ROOT, "a.txt").unwrap();
+    h.flush();
+    assert_eq!(body_of(&h, "a.txt").as_deref(), Some(&b"theirs"[..]));
+}
+
+/// A real conflict still is one: another client replaced the object meanwhile.
+#[test]
+fn another_clients_write_after_a_lost_reply_is_a_conflict() {
+    let h = harness();
+    h.write_file(ROOT, "a.txt", b"first");
+    h.flush();
+    let attr = h.fs.lookup(ROOT, "a.txt").unwrap();
+    let fh = h.fs.open(attr.ino, true, true).unwrap();
+    h.fs.write(attr.ino, 0, b"second").unwrap();
+    h.fs.release(fh);
+    h.store.lose_next_replies(1, 1);
+    assert!(!h.flush_for(Duration::from_millis(300)), "the retry waits");
+    h.store.insert("a.txt", b"theirs", Metadata::new());
+    h.flush();
+    assert_eq!(body_of(&h, "a.txt").as_deref(), Some(&b"theirs"[..]));
+    let copies = h.conflict_keys();
+    assert_eq!(copies.len(), 1, "{:?}", h.store.keys());
+    assert_eq!(body_of(&h, &copies[0]).as_deref(), Some(&b"second"[..]));
+    assert_eq!(h.fs.conflicts(), 1);
+}
