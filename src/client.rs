@@ -107,6 +107,13 @@ pub fn describe(s: &Status, now: SystemTime) -> String {
         human_bytes(s.uploaded_bytes)
     );
     out += &format!("conflicts:    {}\n", s.conflicts);
+    if !s.held_after_conflicts.is_empty() {
+        out += &format!(
+            "held:         {} made 3 conflict copies within the hour; uploads wait: {}\n",
+            plural(s.held_after_conflicts.len(), "file"),
+            s.held_after_conflicts.join(", ")
+        );
+    }
     let mode = match s.conditional_writes.as_str() {
         "honoured" => "conditional (If-Match / If-None-Match)",
         "ignored" => "checked with a HEAD first (the server ignores conditions)",

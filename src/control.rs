@@ -45,6 +45,9 @@ pub struct Status {
     pub uploaded_files: u64,
     pub uploaded_bytes: u64,
     pub conflicts: u64,
+    /// Keys whose upload is held: they made their conflict copies for the hour.
+    #[serde(default)]
+    pub held_after_conflicts: Vec<String>,
     /// "honoured", "ignored" (each write checked with a HEAD first) or "unknown".
     pub conditional_writes: String,
     pub cache_bytes: u64,
@@ -165,6 +168,7 @@ fn status(daemon: &Daemon) -> Status {
         uploaded_files: report.uploaded_files,
         uploaded_bytes: report.uploaded_bytes,
         conflicts: fs.conflicts(),
+        held_after_conflicts: fs.held_after_conflicts(),
         conditional_writes: match fs.conditional_writes() {
             ConditionalWrites::Honoured => "honoured",
             ConditionalWrites::Ignored => "ignored",

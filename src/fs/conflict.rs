@@ -3,11 +3,12 @@
 //! `NAME.conflict-HOST-UTCSTAMP.EXT` and is uploaded there.
 
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crate::store::ObjectInfo;
 
-use super::conflict_name::{conflict_name, free_name};
+use super::conflict_budget::PER_WINDOW;
+use super::conflict_name::{conflict_name, free_name, original_name};
 use super::tree::{same_etag, NodeKind, Stored, Tree};
 use super::Fs;
 
@@ -122,6 +123,9 @@ impl Fs {
             // Only attributes changed here: take the bucket's data, keep our attributes.
             return self.adopt_remote_data(tree, ino, &remote);
         }
+        if !self.conflict_allowed(tree, ino, &remote.key) {
+            return Vec::new();
+        }
         let conflict_name = free_name(tree, parent, &conflict_name(&name, SystemTime::now()));
         tracing::warn!(
             key = %remote.key,
@@ -147,6 +151,26 @@ impl Fs {
             KernelChange::Entry(parent, name),
             KernelChange::Entry(parent, conflict_name),
         ]
+    }
+
+    /// Whether the file at `key` may make one more conflict copy; if not, its upload
+    /// is held (its data stays here, dirty) until it may.
+    fn conflict_allowed(&self, tree: &mut Tree, ino: u64, key: &str) -> bool {
+        let (dir, name) = key.rsplit_once('/').map_or(("", key), |(d, n)| (d, n));
+        let file = format!("{dir}/{}", original_name(name));
+        let now = Instant::now();
+        if tree.conflict_budget.allow(&file, now) {
+            return true;
+        }
+        let until = tree.conflict_budget.free_at(&file, now);
+        tracing::error!(
+            %key,
+            copies = PER_WINDOW,
+            hold_secs = until.duration_since(now).as_secs(),
+            "conflict: this file already made its conflict copies for the hour; its upload is held and its data stays in the cache (see `s3syncfs status`)"
+        );
+        tree.conflict_budget.hold(ino, key, until);
+        false
     }
 
     /// The version `ino` was based on is no longer in the bucket, which holds `remote`

@@ -3,6 +3,7 @@
 
 pub mod attempts;
 mod conflict;
+mod conflict_budget;
 mod conflict_name;
 mod direct;
 mod error;

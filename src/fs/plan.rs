@@ -251,6 +251,9 @@ impl Fs {
         busy: &dyn Busy,
         jobs: &mut Vec<Job>,
     ) {
+        if tree.conflict_budget.is_held(ino, now) {
+            return;
+        }
         let Some(inode) = tree.get(ino) else {
             tree.clear_dirty(ino);
             return;

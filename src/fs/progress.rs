@@ -49,6 +49,12 @@ impl Fs {
         }
     }
 
+    /// Keys whose upload is held after too many conflicts.
+    pub fn held_after_conflicts(&self) -> Vec<String> {
+        let tree = self.tree.lock();
+        tree.conflict_budget.held_keys(std::time::Instant::now())
+    }
+
     /// Whether the uploader still has a reason to run a job with this id.
     pub fn still_wanted(&self, id: &JobId) -> bool {
         let tree = self.tree.lock();

@@ -170,6 +170,8 @@ pub struct Tree {
     pub uncertain: HashSet<String>,
     /// Writes sent whose reply was lost or not in yet: an object at such a key may be ours.
     pub attempts: super::attempts::Attempts,
+    /// Conflict copies made per file, and uploads held for making too many.
+    pub conflict_budget: super::conflict_budget::ConflictBudget,
     /// Inodes open for direct writing: their changes are noticed by looking.
     pub direct_writing: BTreeSet<u64>,
 }
@@ -197,6 +199,7 @@ impl Tree {
             busy: HashMap::new(),
             uncertain: HashSet::new(),
             attempts: Default::default(),
+            conflict_budget: Default::default(),
             direct_writing: BTreeSet::new(),
         }
     }

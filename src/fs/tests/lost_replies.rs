@@ -10,12 +10,12 @@ use super::{harness, Harness, RenameMode, ROOT};
 
 impl Harness {
     /// Uploads for at most `limit`; whether everything went up.
-    fn flush_for(&self, limit: Duration) -> bool {
+    pub(super) fn flush_for(&self, limit: Duration) -> bool {
         let uploader = Uploader::new(self.fs.clone(), UploaderConfig::default());
         self.runtime.block_on(uploader.flush(limit))
     }
 
-    fn conflict_keys(&self) -> Vec<String> {
+    pub(super) fn conflict_keys(&self) -> Vec<String> {
         let keys = self.store.keys();
         keys.into_iter()
             .filter(|k| k.contains(".conflict-"))

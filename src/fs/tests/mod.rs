@@ -12,6 +12,7 @@ use crate::sync::{Uploader, UploaderConfig};
 
 use super::{Caller, Fs, FsConfig, FsError, Pending, RenameMode, SetAttr, ROOT};
 
+mod conflicts;
 mod lost_replies;
 
 struct Harness {
