@@ -12,7 +12,7 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{CompletedMultipartUpload, MetadataDirective};
+use aws_sdk_s3::types::{CompletedMultipartUpload, EncodingType, MetadataDirective};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
@@ -267,21 +267,38 @@ impl ObjectStore for S3Store {
                 .prefix(prefix)
                 .set_delimiter(delimiter.map(str::to_string))
                 .set_continuation_token(token.take())
+                .encoding_type(EncodingType::Url)
                 .send()
                 .await
                 .inspect(|_| self.stats.reached(true))
                 .map_err(|e| self.failed(e, prefix))?;
+            // Keys with bytes XML cannot carry come escaped; a server that ignores the
+            // request says nothing and sends them raw.
+            let escaped = page.encoding_type() == Some(&EncodingType::Url);
+            let key_of = |raw: &str| {
+                if !escaped {
+                    return Some(raw.to_string());
+                }
+                let key = super::url_key::decode(raw);
+                if key.is_none() {
+                    tracing::warn!(key = raw, "a listed key is not UTF-8: skipped");
+                }
+                key
+            };
             for object in page.contents() {
+                let Some(key) = key_of(object.key().unwrap_or_default()) else {
+                    continue;
+                };
                 listing.objects.push(ObjectSummary {
-                    key: object.key().unwrap_or_default().to_string(),
+                    key,
                     size: object.size().unwrap_or(0).max(0) as u64,
                     etag: object.e_tag().unwrap_or_default().to_string(),
                     last_modified: to_system_time(object.last_modified()),
                 });
             }
             for common in page.common_prefixes() {
-                if let Some(p) = common.prefix() {
-                    listing.prefixes.push(p.to_string());
+                if let Some(p) = common.prefix().and_then(key_of) {
+                    listing.prefixes.push(p);
                 }
             }
             match page.next_continuation_token() {

@@ -453,7 +453,18 @@ impl S3 for Backend {
             last = Some(sort_key);
         }
         let key_count = (contents.len() + prefixes.len()) as i32;
+        // As S3 does: with encoding-type=url, keys come escaped (XML cannot carry
+        // control characters).
+        let escape = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let shown = |key: String| if escape { url_escape(&key) } else { key };
+        for object in &mut contents {
+            object.key = object.key.take().map(shown);
+        }
         let output = ListObjectsV2Output {
+            encoding_type: input.encoding_type,
             name: Some(input.bucket),
             prefix: input.prefix,
             delimiter: input.delimiter,
@@ -467,7 +478,9 @@ impl S3 for Backend {
             common_prefixes: Some(
                 prefixes
                     .into_iter()
-                    .map(|p| CommonPrefix { prefix: Some(p) })
+                    .map(|p| CommonPrefix {
+                        prefix: Some(shown(p)),
+                    })
                     .collect(),
             ),
             ..Default::default()
@@ -645,6 +658,22 @@ impl S3 for Backend {
         }
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
+}
+
+/// A key as S3 sends it in a listing asked for with encoding-type=url: a space as
+/// `+`, every byte but the unreserved ones and `/` as `%XX`.
+fn url_escape(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
 }
 
 fn object_entry(key: &str, object: &Object) -> s3s::dto::Object {
