@@ -1,6 +1,6 @@
 //! The control socket (`CACHE_DIR/control.sock`, owner-only): `s3syncfs status` and
 //! `s3syncfs sync` talk to the daemon through it, one request line each, answers as
-//! JSON lines.
+//! JSON lines; a new mount of the same cache dir asks it to hand over (`handover`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -96,6 +96,8 @@ pub struct Daemon {
     /// Count of `sync` calls under way (the uploader skips its debounce meanwhile).
     pub sync_requests: Arc<AtomicUsize>,
     pub report: Arc<UploadReport>,
+    /// Answers a new mount of the same cache dir (`handover`).
+    pub handover: Arc<crate::handover::Handover>,
 }
 
 /// Serves requests until the runtime shuts down.
@@ -132,6 +134,12 @@ async fn answer(stream: UnixStream, daemon: &Daemon) -> std::io::Result<()> {
                 .await
         }
         "sync" => sync(daemon, &mut write).await,
+        "handover" => {
+            let answer = daemon.handover.answer();
+            write
+                .write_all(format!("{}\n", serde_json::to_string(&answer)?).as_bytes())
+                .await
+        }
         other => {
             write
                 .write_all(format!("{{\"error\":\"unknown request {other:?}\"}}\n").as_bytes())

@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod etag;
 pub mod fs;
 pub mod fuse;
+pub mod handover;
 pub mod logging;
 pub mod mapping;
 pub mod mount;

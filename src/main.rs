@@ -99,7 +99,19 @@ fn mount_command(args: MountArgs, argv: &[String]) -> ExitCode {
             detach_stdout();
         }
     };
-    match mount::run(options, ready) {
+    // A line for the user before the mount is ready (waiting for the cache dir's
+    // previous daemon): the daemonizing parent prints what its child reports.
+    let notice = move |line: &str| {
+        if report_to_parent {
+            tracing::info!("{line}");
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "NOTE {line}");
+            let _ = out.flush();
+        } else {
+            eprintln!("s3syncfs: {line}");
+        }
+    };
+    match mount::run(options, &notice, ready) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -167,9 +179,21 @@ fn daemonize(args: &MountArgs, argv: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // NOTE lines come first (each said once), then READY or ERROR; every wait in the
+    // child before it reports is bounded.
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
-        let _ = BufReader::new(out).read_line(&mut line);
+        let mut out = BufReader::new(out);
+        loop {
+            line.clear();
+            if !matches!(out.read_line(&mut line), Ok(n) if n > 0) {
+                break;
+            }
+            match line.trim_end().strip_prefix("NOTE ") {
+                Some(note) => eprintln!("s3syncfs: {note}"),
+                None => break,
+            }
+        }
     }
     match line
         .trim_end()

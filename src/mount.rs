@@ -1,8 +1,8 @@
 //! Mounting: checks the bucket and the mountpoint, builds the core, runs the FUSE
-//! session and the uploader, and drains uploads (bounded) at unmount.
+//! session and the uploader, and drains uploads (bounded) at unmount, unless a new
+//! mount of the cache dir asks for it first (`handover`).
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,7 +89,9 @@ pub fn parse_source(source: &str) -> anyhow::Result<(String, KeyPrefix)> {
 /// Holds an exclusive flock on the cache dir for the daemon's lifetime.
 struct CacheLock(#[allow(dead_code)] File);
 
-fn lock_cache_dir(dir: &Path) -> anyhow::Result<CacheLock> {
+/// Locks the cache dir, taking it over from a daemon that is still uploading after
+/// its unmount (see `handover`), and writes our pid into the lock file.
+fn lock_cache_dir(dir: &Path, notice: &dyn Fn(&str)) -> anyhow::Result<CacheLock> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create cache dir {}", dir.display()))?;
     // Cached data is the user's data: private to the daemon's user.
@@ -102,10 +104,9 @@ fn lock_cache_dir(dir: &Path) -> anyhow::Result<CacheLock> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cache dir {} is not writable", dir.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        bail!("cache dir {} is in use by another s3syncfs", dir.display());
+    crate::handover::acquire(dir, &file, crate::handover::WAIT, notice)?;
+    if let Err(err) = crate::handover::write_pid(&file) {
+        tracing::warn!(%err, "cannot write the pid into the cache dir's lock file");
     }
     Ok(CacheLock(file))
 }
@@ -142,7 +143,7 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Whether something is mounted at `path` (mountinfo's fifth field, octal-escaped).
-fn is_mount_point(path: &Path) -> bool {
+pub(crate) fn is_mount_point(path: &Path) -> bool {
     let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
@@ -176,12 +177,17 @@ fn explain_access_error(err: StoreError, options: &MountOptions) -> anyhow::Erro
 }
 
 /// Mounts and serves until unmounted. `ready` is called once the mount is usable,
-/// or with the reason it cannot be.
-pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> anyhow::Result<()> {
+/// or with the reason it cannot be; `notice` gets lines for the user before that (a
+/// wait for the previous daemon of the cache dir).
+pub fn run(
+    options: MountOptions,
+    notice: &dyn Fn(&str),
+    ready: impl FnOnce(Result<(), String>),
+) -> anyhow::Result<()> {
     let setup = || -> anyhow::Result<_> {
         check_fuse()?;
         check_mountpoint(&options.mountpoint)?;
-        let lock = lock_cache_dir(&options.cache_dir)?;
+        let lock = lock_cache_dir(&options.cache_dir, notice)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("s3syncfs-io")
@@ -238,11 +244,13 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
         let keep = cache_files_in_use(&state).context("cannot read the state")?;
         let cache = Cache::open(&options.cache_dir, &keep, options.cache_size)
             .with_context(|| format!("cannot use cache dir {}", options.cache_dir.display()))?;
+        let state = Arc::new(state);
+        let state_open = Arc::downgrade(&state);
         let fs = Fs::new(
             store,
             runtime.handle().clone(),
             cache,
-            Arc::new(state),
+            state,
             FsConfig {
                 prefix: options.prefix.clone(),
                 defaults: options.defaults,
@@ -277,6 +285,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             config.mount_options.push(MountOption::RO);
         }
         config.n_threads = Some(options.fuse_threads);
+        let handover = Arc::new(crate::handover::Handover::new(&options.mountpoint));
         let adapter = FuseAdapter::new(
             fs.clone(),
             crate::control::socket_path(&options.cache_dir),
@@ -285,9 +294,9 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
         let session = Session::new(adapter, &options.mountpoint, &config)
             .with_context(|| format!("cannot mount at {}", options.mountpoint.display()))?;
         fs.set_kernel_cache(crate::fuse::kernel_cache(&session));
-        Ok((lock, runtime, fs, session))
+        Ok((lock, runtime, fs, session, state_open, handover))
     };
-    let (_lock, runtime, fs, mut session) = match setup() {
+    let (lock, runtime, fs, mut session, state_open, handover) = match setup() {
         Ok(parts) => parts,
         Err(err) => {
             ready(Err(format!("{err:#}")));
@@ -310,6 +319,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
             bucket: options.bucket.clone(),
             sync_requests: uploader.sync_requests(),
             report: uploader.report(),
+            handover: handover.clone(),
         };
         if let Err(err) = crate::control::serve(daemon, control) {
             tracing::warn!(%err, "no control socket: status and sync will not work");
@@ -319,7 +329,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
         let reconciler = crate::sync::Reconciler::new(fs.clone(), pace);
         runtime.spawn(reconciler.run(shutdown_rx.clone()));
     }
-    let uploads = runtime.spawn(uploader.run(shutdown_rx, options.unmount_timeout));
+    let mut uploads = runtime.spawn(uploader.run(shutdown_rx, options.unmount_timeout));
     let mut unmounter = session.unmount_callable();
     runtime.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -343,12 +353,39 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
     );
     ready(Ok(()));
     let served = session.run();
+    handover.session_ended();
     tracing::info!("unmounted; uploading what is pending");
     let _ = shutdown_tx.send(true);
-    let _ = runtime.block_on(uploads);
+    let handed_over = runtime.block_on(async {
+        tokio::select! {
+            _ = &mut uploads => false,
+            () = handover.accepted() => true,
+        }
+    });
+    if handed_over {
+        // Dropping the uploader drops its transfers where they wait: each outcome is
+        // recorded whole or not at all, and an upload cut short keeps its in-flight
+        // marker, which the next mount's restore resolves (as after kill -9).
+        uploads.abort();
+        let _ = runtime.block_on(uploads);
+        tracing::info!("handed the cache dir over to a new mount; pending changes stay queued");
+    }
     drop(fs);
     runtime.shutdown_timeout(Duration::from_secs(1));
+    release(lock, &state_open);
     served.context("FUSE session failed")
+}
+
+/// Releases the cache dir once the state is closed (its journal folded, its SQLite
+/// lock gone): a new mount may be waiting for it. A transfer that outlived the
+/// runtime's shutdown still holds the state: then the lock goes only with the process.
+fn release(lock: CacheLock, state: &std::sync::Weak<StateDb>) {
+    if state.strong_count() == 0 {
+        drop(lock);
+    } else {
+        tracing::info!("a transfer is still finishing; the cache dir is released at exit");
+        std::mem::forget(lock);
+    }
 }
 
 #[cfg(test)]

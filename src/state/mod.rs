@@ -162,6 +162,10 @@ impl StateDb {
         // Only this daemon opens the state (the cache dir's lock says so): without
         // file locks and shared memory, a commit is a few syscalls fewer.
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        // A daemon that handed this cache dir over can hold the database's lock for a
+        // moment after it let go of the cache dir (a transfer outlived its shutdown and
+        // its process is exiting): wait for that rather than fail the mount.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // WAL + NORMAL: a commit survives a killed process; `sync_to_disk` makes it
         // survive a power loss too (fsync of a file asks for that).
         conn.pragma_update(None, "journal_mode", "WAL")?;

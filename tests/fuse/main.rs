@@ -7,6 +7,7 @@ mod crash;
 mod dirs;
 mod economy;
 mod files;
+mod handover;
 mod hostile;
 mod integrity;
 mod kept_pages;

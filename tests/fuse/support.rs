@@ -341,6 +341,57 @@ impl Mount {
     }
 }
 
+impl Mount {
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// `fusermount3 -u` without waiting for the daemon, which goes on uploading.
+    pub fn unmount_no_wait(mut self) -> Draining {
+        let out = unmount_when_free(Command::new("fusermount3").arg("-u").arg(&self.path));
+        assert!(
+            out.status.success(),
+            "fusermount3 -u failed: {}",
+            text(&out)
+        );
+        Draining {
+            child: self.child.take(),
+            log: self.log.clone(),
+        }
+    }
+}
+
+/// A daemon whose mount is gone and that may still be uploading.
+pub struct Draining {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Draining {
+    /// Waits (bounded) for the daemon to exit, which it must do successfully.
+    pub fn wait_exit(mut self) {
+        let mut child = self.child.take().unwrap();
+        let mut status = None;
+        wait_until("the draining daemon exits", || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        let status = status.unwrap();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(status.success(), "daemon exited with {status}: {log}");
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         let Some(mut child) = self.child.take() else {
