@@ -119,7 +119,7 @@ fn encrypted_round_trip(env: &Env, extra: &[&str]) -> Vec<String> {
     assert_eq!(fs::read(again.p("renamed.txt")).unwrap(), b"secret");
     assert_eq!(fs::read(again.p("big.bin")).unwrap(), pattern(20 << 20, 5));
     again.unmount();
-    env.backend.sse_seen()
+    env.backend().sse_seen()
 }
 
 fn saw(seen: &[String], op: &str, header: &str) -> bool {

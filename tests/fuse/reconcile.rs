@@ -135,7 +135,7 @@ fn opening_a_file_checks_the_bucket_once_the_ttl_passed() {
 
 fn concurrent_edit_keeps_both(ignore_conditions: bool) {
     let env = Env::new();
-    env.backend.ignore_conditions(ignore_conditions);
+    env.backend().ignore_conditions(ignore_conditions);
     let mnt = mount_synced_by_hand(&env);
     fs::write(mnt.p("report.txt"), b"base").unwrap();
     sync(&env, &mnt);
@@ -313,7 +313,7 @@ fn a_read_never_mixes_two_versions_of_an_object() {
 #[test]
 fn a_store_whose_gets_give_other_etags_than_heads_still_reads() {
     let env = Env::new();
-    env.backend.other_get_etags(true);
+    env.backend().other_get_etags(true);
     let data = pattern(3 << 20, 4);
     env.put("odd.bin", &data, &[]);
     let mnt = env.mount();
