@@ -12,6 +12,7 @@ mod kept_pages;
 mod linux;
 mod outage;
 mod passthrough;
+mod proxy;
 mod reconcile;
 mod remote;
 mod support;

@@ -2,7 +2,7 @@
 //! a client playing "another client", and real FUSE mounts of the real binary that
 //! are always cleaned up.
 
-mod http;
+pub mod http;
 pub mod moto;
 mod mount;
 pub mod proxy;
@@ -104,6 +104,14 @@ impl Env {
         match self.upstream {
             Upstream::TestServer { .. } => "testserver",
             Upstream::Moto(_) => "moto",
+        }
+    }
+
+    /// What moto logged (its requests and tracebacks); empty on the test server.
+    pub fn server_log(&self) -> String {
+        match &self.upstream {
+            Upstream::TestServer { .. } => String::new(),
+            Upstream::Moto(moto) => moto.log_text(),
         }
     }
 
@@ -382,9 +390,13 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
 /// makes a module `name` with two tests, `name::testserver` and `name::moto`, each
 /// handing the body a fresh `Env` of its kind (`cargo test --test fuse ::moto` runs
 /// every moto half). The body may use only what both servers offer: no `stats`,
-/// `backend`, `stop_server` or `start_server`.
+/// `backend`, `stop_server` or `start_server`. A first line
+/// `#[ignore_on_moto = "why"]` marks the moto half `#[ignore = "why"]` alone.
 macro_rules! on_both_servers {
-    ($(#[$attr:meta])* fn $name:ident($env:ident: Env) $body:block) => {
+    (#[ignore_on_moto = $why:literal] $($rest:tt)*) => {
+        $crate::support::on_both_servers!(@moto [#[ignore = $why]] $($rest)*);
+    };
+    (@moto [$($moto_attr:tt)*] $(#[$attr:meta])* fn $name:ident($env:ident: Env) $body:block) => {
         $(#[$attr])*
         mod $name {
             #[allow(unused_imports)]
@@ -398,10 +410,14 @@ macro_rules! on_both_servers {
             }
 
             #[test]
+            $($moto_attr)*
             fn moto() {
                 run($crate::support::Env::moto())
             }
         }
+    };
+    ($($rest:tt)*) => {
+        $crate::support::on_both_servers!(@moto [] $($rest)*);
     };
 }
 pub(crate) use on_both_servers;

@@ -144,7 +144,7 @@ impl Rule {
         self.matched += 1;
         match self.times {
             Times::First(n) => self.matched <= n,
-            Times::EveryNth(n) => n > 0 && self.matched % n == 0,
+            Times::EveryNth(n) => n > 0 && self.matched.is_multiple_of(n),
             Times::Always => true,
             Times::Probability { p, .. } => {
                 // xorshift64*: enough randomness for picking requests, no crate needed.
@@ -165,6 +165,7 @@ struct Shared {
     rules: Mutex<Vec<Rule>>,
     seen: Mutex<HashMap<S3Op, u64>>,
     connections: AtomicU64,
+    interim: AtomicU64,
     /// Clones of every open socket, shut down on stop so no write stays blocked.
     open: Mutex<Vec<(u64, TcpStream)>>,
 }
@@ -190,6 +191,7 @@ impl FaultProxy {
             rules: Mutex::new(Vec::new()),
             seen: Mutex::new(HashMap::new()),
             connections: AtomicU64::new(0),
+            interim: AtomicU64::new(0),
             open: Mutex::new(Vec::new()),
         });
         let accept = {
@@ -269,6 +271,11 @@ impl FaultProxy {
     /// Faults the rule injected.
     pub fn injected(&self, id: RuleId) -> u64 {
         self.shared.rules.lock().unwrap()[id.0].injected
+    }
+
+    /// Interim (1xx) replies passed from the server to clients.
+    pub fn interim_replies(&self) -> u64 {
+        self.shared.interim.load(Ordering::SeqCst)
     }
 
     /// Client connections accepted so far (fewer than requests means keep-alive).
@@ -443,6 +450,7 @@ fn exchange(
     if expects_continue && up.data_within(Duration::from_secs(1))? {
         let reply = up.read_head()?.ok_or(io::ErrorKind::UnexpectedEof)?;
         if (100..200).contains(&reply.status()) {
+            shared.interim.fetch_add(1, Ordering::SeqCst);
             client.write_all(&reply.raw)?;
         } else {
             early_reply = Some(reply);
@@ -463,6 +471,7 @@ fn exchange(
                 break reply;
             }
             // Interim replies (some servers send 100 Continue twice) go on as they are.
+            shared.interim.fetch_add(1, Ordering::SeqCst);
             client.write_all(&reply.raw)?;
         },
     };
