@@ -6,6 +6,7 @@ mod control;
 mod crash;
 mod dirs;
 mod economy;
+mod field;
 mod files;
 mod integrity;
 mod kept_pages;
