@@ -6,6 +6,7 @@ pub mod http;
 pub mod moto;
 mod mount;
 pub mod proxy;
+mod s3op;
 
 use std::collections::HashMap;
 use std::path::Path;
