@@ -7,7 +7,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{pattern, Env, FreezableProxy, BUCKET};
+use crate::support::{pattern, Env, FaultProxy, BUCKET};
 
 /// A small deterministic generator (no dependency needed for test randomness).
 struct Lcg(u64);
@@ -139,7 +139,7 @@ fn closed_files_survive_repeated_kill_9() {
     let mut rng = Lcg(seed);
     let mut ops = Vec::new();
     // Through a proxy, so one cycle can run (and be killed) with the server frozen.
-    let proxy = FreezableProxy::start(&env.endpoint);
+    let proxy = FaultProxy::start(&env.endpoint);
     let via_proxy = [
         "--upload-delay-ms",
         "30",
@@ -207,7 +207,7 @@ fn a_partial_edit_whose_upload_may_have_landed_before_a_crash_still_goes_up() {
     let (mnt, cache) = (env.dir.path().join("m"), env.dir.path().join("c"));
     let old = pattern(8 << 20, 1);
     env.put("part.bin", &old, &[]);
-    let proxy = FreezableProxy::start(&env.endpoint);
+    let proxy = FaultProxy::start(&env.endpoint);
     let via_proxy = ["--endpoint", &proxy.endpoint, "--upload-delay-ms", "300"];
     let mount = env.mount_at(BUCKET, &mnt, &cache, &via_proxy);
     crate::support::write_in_place(&mount.p("part.bin"), 0, b"edited here");

@@ -19,7 +19,7 @@ fn rewrites_chmods_and_renames_send_no_file_body() {
     fs::write(mnt.p("big.bin"), &big).unwrap();
     sync(&env, &mnt);
 
-    env.backend.reset_stats();
+    env.backend().reset_stats();
     fs::write(mnt.p("small.bin"), &small).unwrap();
     fs::write(mnt.p("big.bin"), &big).unwrap();
     sync(&env, &mnt);
@@ -31,7 +31,7 @@ fn rewrites_chmods_and_renames_send_no_file_body() {
     );
     assert_eq!(env.get("big.bin").unwrap().0, big);
 
-    env.backend.reset_stats();
+    env.backend().reset_stats();
     fs::set_permissions(mnt.p("small.bin"), fs::Permissions::from_mode(0o600)).unwrap();
     sync(&env, &mnt);
     let stats = env.stats();
@@ -43,7 +43,7 @@ fn rewrites_chmods_and_renames_send_no_file_body() {
     assert_eq!(stats.copy, 1, "{stats:?}");
     assert_eq!(env.get("small.bin").unwrap().1["mode"], "33152");
 
-    env.backend.reset_stats();
+    env.backend().reset_stats();
     fs::rename(mnt.p("big.bin"), mnt.p("moved.bin")).unwrap();
     sync(&env, &mnt);
     let stats = env.stats();

@@ -6,108 +6,115 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::support::{pattern, wait_until, Env};
+use crate::support::{on_both_servers, pattern, wait_until, Env};
 
-#[test]
-fn written_file_reads_back_and_reaches_the_bucket_after_close() {
-    let env = Env::new();
-    let mnt = env.mount();
-    fs::write(mnt.p("hello.txt"), b"hello world").unwrap();
-    assert_eq!(fs::read(mnt.p("hello.txt")).unwrap(), b"hello world");
-    // The uploader works in the background while the mount stays up.
-    wait_until("hello.txt in the bucket", || env.get("hello.txt").is_some());
-    let (body, meta) = env.get("hello.txt").unwrap();
-    assert_eq!(body, b"hello world");
-    let mode: u32 = meta["mode"].parse().unwrap();
-    assert_eq!(mode & libc::S_IFMT, libc::S_IFREG);
-    assert!(meta.contains_key("mtime") && meta.contains_key("uid") && meta.contains_key("gid"));
-    mnt.unmount();
+on_both_servers! {
+    fn written_file_reads_back_and_reaches_the_bucket_after_close(env: Env) {
+        let mnt = env.mount();
+        fs::write(mnt.p("hello.txt"), b"hello world").unwrap();
+        assert_eq!(fs::read(mnt.p("hello.txt")).unwrap(), b"hello world");
+        // The uploader works in the background while the mount stays up.
+        wait_until("hello.txt in the bucket", || env.get("hello.txt").is_some());
+        let (body, meta) = env.get("hello.txt").unwrap();
+        assert_eq!(body, b"hello world");
+        let mode: u32 = meta["mode"].parse().unwrap();
+        assert_eq!(mode & libc::S_IFMT, libc::S_IFREG);
+        assert!(meta.contains_key("mtime") && meta.contains_key("uid") && meta.contains_key("gid"));
+        mnt.unmount();
+    }
 }
 
-#[test]
-fn overwrite_append_truncate_and_unlink() {
-    let env = Env::new();
-    let mnt = env.mount();
-    let path = mnt.p("f.bin");
-    fs::write(&path, pattern(100_000, 1)).unwrap();
-    let mut expected = pattern(100_000, 1);
+on_both_servers! {
+    fn overwrite_append_truncate_and_unlink(env: Env) {
+        let mnt = env.mount();
+        let path = mnt.p("f.bin");
+        fs::write(&path, pattern(100_000, 1)).unwrap();
+        let mut expected = pattern(100_000, 1);
 
-    let mut f = OpenOptions::new().write(true).open(&path).unwrap();
-    f.seek(SeekFrom::Start(5_000)).unwrap();
-    f.write_all(b"MIDDLE").unwrap();
-    expected[5_000..5_006].copy_from_slice(b"MIDDLE");
-    drop(f);
+        let mut f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(SeekFrom::Start(5_000)).unwrap();
+        f.write_all(b"MIDDLE").unwrap();
+        expected[5_000..5_006].copy_from_slice(b"MIDDLE");
+        drop(f);
 
-    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-    f.write_all(b"TAIL").unwrap();
-    expected.extend_from_slice(b"TAIL");
-    drop(f);
-    assert_eq!(fs::read(&path).unwrap(), expected);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"TAIL").unwrap();
+        expected.extend_from_slice(b"TAIL");
+        drop(f);
+        assert_eq!(fs::read(&path).unwrap(), expected);
 
-    let f = OpenOptions::new().write(true).open(&path).unwrap();
-    f.set_len(50_000).unwrap();
-    expected.truncate(50_000);
-    drop(f);
-    assert_eq!(fs::read(&path).unwrap(), expected);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(50_000).unwrap();
+        expected.truncate(50_000);
+        drop(f);
+        assert_eq!(fs::read(&path).unwrap(), expected);
 
-    fs::write(mnt.p("gone.txt"), b"short-lived").unwrap();
-    wait_until("gone.txt uploaded", || env.get("gone.txt").is_some());
-    fs::remove_file(mnt.p("gone.txt")).unwrap();
-    assert!(!mnt.p("gone.txt").exists());
+        fs::write(mnt.p("gone.txt"), b"short-lived").unwrap();
+        wait_until("gone.txt uploaded", || env.get("gone.txt").is_some());
+        fs::remove_file(mnt.p("gone.txt")).unwrap();
+        assert!(!mnt.p("gone.txt").exists());
 
-    // O_TRUNC through an ordinary rewrite.
-    fs::write(mnt.p("rewrite.txt"), b"a long first version").unwrap();
-    fs::write(mnt.p("rewrite.txt"), b"v2").unwrap();
-    assert_eq!(fs::read(mnt.p("rewrite.txt")).unwrap(), b"v2");
+        // O_TRUNC through an ordinary rewrite.
+        fs::write(mnt.p("rewrite.txt"), b"a long first version").unwrap();
+        fs::write(mnt.p("rewrite.txt"), b"v2").unwrap();
+        assert_eq!(fs::read(mnt.p("rewrite.txt")).unwrap(), b"v2");
 
-    mnt.unmount();
-    assert_eq!(env.get("f.bin").unwrap().0, expected);
-    assert_eq!(env.get("rewrite.txt").unwrap().0, b"v2");
-    assert!(
-        env.get("gone.txt").is_none(),
-        "unlinked file still in the bucket"
-    );
+        mnt.unmount();
+        assert_eq!(env.get("f.bin").unwrap().0, expected);
+        assert_eq!(env.get("rewrite.txt").unwrap().0, b"v2");
+        assert!(
+            env.get("gone.txt").is_none(),
+            "unlinked file still in the bucket"
+        );
+    }
 }
 
-#[test]
-fn chmod_chown_utimens_persist_as_s3fs_metadata() {
-    let env = Env::new();
-    let mnt = env.mount();
-    let path = mnt.p("attrs.txt");
-    fs::write(&path, b"x").unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-    std::os::unix::fs::chown(&path, Some(1234), Some(5678)).unwrap();
-    let when = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
-    let f = OpenOptions::new().write(true).open(&path).unwrap();
-    f.set_modified(when).unwrap();
-    f.sync_all().unwrap(); // fsync works and asks for the upload now
-    drop(f);
-    let meta = fs::metadata(&path).unwrap();
-    assert_eq!(meta.mode() & 0o7777, 0o640);
-    assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
-    assert_eq!(meta.mtime(), 1_600_000_000);
-    mnt.unmount();
-    let (_, meta) = env.get("attrs.txt").unwrap();
-    assert_eq!(meta["mode"], (libc::S_IFREG | 0o640).to_string());
-    assert_eq!(meta["uid"], "1234");
-    assert_eq!(meta["gid"], "5678");
-    assert_eq!(meta["mtime"], "1600000000");
+on_both_servers! {
+    fn chmod_chown_utimens_persist_as_s3fs_metadata(env: Env) {
+        let mnt = env.mount();
+        let path = mnt.p("attrs.txt");
+        fs::write(&path, b"x").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::chown(&path, Some(1234), Some(5678)).unwrap();
+        let when = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_modified(when).unwrap();
+        f.sync_all().unwrap(); // fsync works and asks for the upload now
+        drop(f);
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+        assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
+        assert_eq!(meta.mtime(), 1_600_000_000);
+        mnt.unmount();
+        let (_, meta) = env.get("attrs.txt").unwrap();
+        assert_eq!(meta["mode"], (libc::S_IFREG | 0o640).to_string());
+        assert_eq!(meta["uid"], "1234");
+        assert_eq!(meta["gid"], "5678");
+        assert_eq!(meta["mtime"], "1600000000");
+    }
 }
 
-#[test]
-fn big_files_go_up_as_multipart_uploads() {
-    let env = Env::new();
-    let mnt = env.mount();
-    let data = pattern(40 << 20, 7);
-    fs::write(mnt.p("big.bin"), &data).unwrap();
-    mnt.unmount();
-    let etag = env.etag("big.bin").unwrap();
-    assert!(
-        etag.trim_matches('"').contains('-'),
-        "not a multipart ETag: {etag}"
-    );
-    assert!(env.stats().upload_part >= 5);
-    assert_eq!(env.get("big.bin").unwrap().0, data);
+on_both_servers! {
+    #[ignore_on_moto = "fails until lost-reply resolution lands: moto answers CompleteMultipartUpload with root element CompleteMultipartUploadResponse, the SDK cannot parse it, the landed upload is retried, meets itself as a conflict and leaves .conflict- copies"]
+    fn big_files_go_up_as_multipart_uploads(env: Env) {
+        let mnt = env.mount();
+        let data = pattern(40 << 20, 7);
+        fs::write(mnt.p("big.bin"), &data).unwrap();
+        mnt.unmount();
+        let etag = env.etag("big.bin").unwrap();
+        assert!(
+            etag.trim_matches('"').contains('-'),
+            "not a multipart ETag: {etag}"
+        );
+        if !env.is_moto() {
+            // Only the test server counts parts; on moto the ETag above says it.
+            assert!(env.stats().upload_part >= 5);
+        }
+        assert_eq!(env.get("big.bin").unwrap().0, data);
+        // Nothing else: an upload that landed but was taken for a failure comes back
+        // as a conflict copy of itself.
+        assert_eq!(env.keys(), ["big.bin"]);
+    }
 }
 
 #[test]

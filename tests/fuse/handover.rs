@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::support::{
-    is_mounted, pattern, s3syncfs, text, unmount_when_free, wait_until, Env, FreezableProxy,
+    is_mounted, pattern, s3syncfs, text, unmount_when_free, wait_until, Env, FaultProxy,
     ACCESS_KEY, BUCKET, SECRET_KEY,
 };
 
@@ -42,13 +42,13 @@ fn remounting_at_once_takes_over_pending_uploads_and_loses_nothing() {
     let cache = env.dir.path().join("handover-cache");
     let mut want = BTreeMap::new();
     // The daemon of the round before, still uploading, and its endpoint.
-    let mut previous: Option<(crate::support::Draining, FreezableProxy, bool)> = None;
+    let mut previous: Option<(crate::support::Draining, FaultProxy, bool)> = None;
     for round in 0..ROUNDS {
         // Most rounds freeze the endpoint, so the old daemon's uploads hang and only a
         // handover ends them; every fourth keeps it answering, so a handover may cut
         // uploads short that the bucket has (or has partly) received.
         let frozen = round % 4 != 3;
-        let proxy = FreezableProxy::start(&env.endpoint);
+        let proxy = FaultProxy::start(&env.endpoint);
         let endpoint = proxy.endpoint.clone();
         let extra = ["--endpoint", &endpoint, "--poll-interval", "0"];
         let mount = env.mount_at(BUCKET, &mnt, &cache, &extra);
@@ -243,7 +243,7 @@ fn the_daemonizing_mount_and_the_mount_helper_wait_for_the_handover_and_say_so()
     let env = Env::new();
     let mnt = env.dir.path().join("helper-mnt");
     let cache = env.dir.path().join("helper-cache");
-    let first_proxy = FreezableProxy::start(&env.endpoint);
+    let first_proxy = FaultProxy::start(&env.endpoint);
     let first = env.mount_at(BUCKET, &mnt, &cache, &["--endpoint", &first_proxy.endpoint]);
     fs::read_dir(&first.path).unwrap().count();
     first_proxy.freeze(true);
@@ -253,7 +253,7 @@ fn the_daemonizing_mount_and_the_mount_helper_wait_for_the_handover_and_say_so()
     let first = first.unmount_no_wait();
 
     // `s3syncfs mount`: the parent relays the daemon's waiting line, then returns.
-    let second_proxy = FreezableProxy::start(&env.endpoint);
+    let second_proxy = FaultProxy::start(&env.endpoint);
     let out = run(&env, &mount_args(&second_proxy.endpoint, &mnt, &cache));
     assert!(out.status.success(), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stderr);

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::support::{pattern, s3syncfs, Env, Mount, BUCKET};
+use crate::support::{on_both_servers, pattern, s3syncfs, Env, Mount, BUCKET};
 
 fn verify(env: &Env, mnt: &Mount, extra: &[&str]) -> (bool, String, serde_json::Value) {
     let mut args = vec!["verify", mnt.path.to_str().unwrap()];
@@ -22,64 +22,65 @@ fn verify(env: &Env, mnt: &Mount, extra: &[&str]) -> (bool, String, serde_json::
     (plain.status.success(), text, report)
 }
 
-#[test]
-fn copy_sync_verify_then_catch_changes_behind_the_mount() {
-    let env = Env::new();
-    let mnt = env.mount_with(
-        BUCKET,
-        &["--poll-interval", "0", "--upload-delay-ms", "600000"],
-    );
-    fs::create_dir(mnt.p("docs")).unwrap();
-    fs::write(mnt.p("docs/a.txt"), b"alpha").unwrap();
-    fs::write(mnt.p("docs/big.bin"), pattern(20 << 20, 9)).unwrap();
-    fs::write(mnt.p("top.txt"), b"top").unwrap();
-    let out = s3syncfs(&env, &["sync", mnt.path.to_str().unwrap()]);
-    assert!(out.status.success());
+on_both_servers! {
+    #[ignore_on_moto = "fails until lost-reply resolution lands: moto answers CompleteMultipartUpload with root element CompleteMultipartUploadResponse, the SDK cannot parse it, the landed upload is retried, meets itself as a conflict and leaves .conflict- copies (sync never returns)"]
+    fn copy_sync_verify_then_catch_changes_behind_the_mount(env: Env) {
+        let mnt = env.mount_with(
+            BUCKET,
+            &["--poll-interval", "0", "--upload-delay-ms", "600000"],
+        );
+        fs::create_dir(mnt.p("docs")).unwrap();
+        fs::write(mnt.p("docs/a.txt"), b"alpha").unwrap();
+        fs::write(mnt.p("docs/big.bin"), pattern(20 << 20, 9)).unwrap();
+        fs::write(mnt.p("top.txt"), b"top").unwrap();
+        let out = s3syncfs(&env, &["sync", mnt.path.to_str().unwrap()]);
+        assert!(out.status.success());
 
-    let (ok, text, report) = verify(&env, &mnt, &[]);
-    assert!(ok, "{text}");
-    assert!(text.contains("3 files"), "{text}");
-    assert!(text.contains("0 differences, 0 pending"), "{text}");
-    assert_eq!(report["content_checked"], 3, "{report}");
+        let (ok, text, report) = verify(&env, &mnt, &[]);
+        assert!(ok, "{text}");
+        assert!(text.contains("3 files"), "{text}");
+        assert!(text.contains("0 differences, 0 pending"), "{text}");
+        assert_eq!(report["content_checked"], 3, "{report}");
 
-    // Pending changes are reported but are no failure.
-    fs::write(mnt.p("docs/new.txt"), b"not yet up").unwrap();
-    let (ok, text, _) = verify(&env, &mnt, &["docs"]);
-    assert!(ok, "{text}");
-    assert!(
-        text.contains("pending") && text.contains("docs/new.txt"),
-        "{text}"
-    );
+        // Pending changes are reported but are no failure.
+        fs::write(mnt.p("docs/new.txt"), b"not yet up").unwrap();
+        let (ok, text, _) = verify(&env, &mnt, &["docs"]);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("pending") && text.contains("docs/new.txt"),
+            "{text}"
+        );
 
-    // Another client changes and adds objects: verify says so at once and fails.
-    env.put("docs/a.txt", b"changed elsewhere", &[]);
-    env.put("docs/extra.txt", b"added elsewhere", &[]);
-    let (ok, text, report) = verify(&env, &mnt, &[]);
-    assert!(!ok, "{text}");
-    assert!(
-        text.contains("remote newer") && text.contains("docs/a.txt"),
-        "{text}"
-    );
-    assert!(
-        text.contains("missing in mount") && text.contains("docs/extra.txt"),
-        "{text}"
-    );
-    let kinds: Vec<&str> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        kinds,
-        ["remote_newer", "missing_in_mount", "pending"],
-        "{report}"
-    );
+        // Another client changes and adds objects: verify says so at once and fails.
+        env.put("docs/a.txt", b"changed elsewhere", &[]);
+        env.put("docs/extra.txt", b"added elsewhere", &[]);
+        let (ok, text, report) = verify(&env, &mnt, &[]);
+        assert!(!ok, "{text}");
+        assert!(
+            text.contains("remote newer") && text.contains("docs/a.txt"),
+            "{text}"
+        );
+        assert!(
+            text.contains("missing in mount") && text.contains("docs/extra.txt"),
+            "{text}"
+        );
+        let kinds: Vec<&str> = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["remote_newer", "missing_in_mount", "pending"],
+            "{report}"
+        );
 
-    // A path outside the tree is an error, not a report.
-    let out = s3syncfs(&env, &["verify", mnt.path.to_str().unwrap(), "no/such"]);
-    assert!(!out.status.success());
-    mnt.unmount();
+        // A path outside the tree is an error, not a report.
+        let out = s3syncfs(&env, &["verify", mnt.path.to_str().unwrap(), "no/such"]);
+        assert!(!out.status.success());
+        mnt.unmount();
+    }
 }
 
 #[test]
@@ -119,7 +120,7 @@ fn encrypted_round_trip(env: &Env, extra: &[&str]) -> Vec<String> {
     assert_eq!(fs::read(again.p("renamed.txt")).unwrap(), b"secret");
     assert_eq!(fs::read(again.p("big.bin")).unwrap(), pattern(20 << 20, 5));
     again.unmount();
-    env.backend.sse_seen()
+    env.backend().sse_seen()
 }
 
 fn saw(seen: &[String], op: &str, header: &str) -> bool {

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::support::{wait_until, Env, FreezableProxy, BUCKET};
+use crate::support::{wait_until, Env, FaultProxy, BUCKET};
 
 #[test]
 fn writes_go_on_during_an_outage_and_reach_the_bucket_after_it() {
@@ -51,7 +51,7 @@ fn writes_go_on_during_an_outage_and_reach_the_bucket_after_it() {
 fn a_frozen_endpoint_delays_uploads_but_never_hangs_the_mount() {
     let env = Env::new();
     env.put("remote.bin", &vec![2u8; 50_000], &[]);
-    let proxy = FreezableProxy::start(&env.endpoint);
+    let proxy = FaultProxy::start(&env.endpoint);
     let mnt = env.mount_via(&proxy.endpoint, &["--request-timeout", "2"]);
     assert_eq!(fs::read_dir(&mnt.path).unwrap().count(), 1); // listed while answering
     proxy.freeze(true);

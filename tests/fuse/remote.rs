@@ -6,41 +6,41 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::support::{pattern, status, wait_until, Env, BUCKET};
+use crate::support::{on_both_servers, pattern, status, wait_until, Env, BUCKET};
 
-#[test]
-fn objects_from_another_client_appear_with_their_directories() {
-    let env = Env::new();
-    env.put("top.txt", b"top", &[]);
-    env.put("photos/2024/a.jpg", b"jpeg", &[]);
-    env.put("marker-only/", b"", &[]);
-    env.put(
-        "s3fs.txt",
-        b"s",
-        &[
-            ("mode", "33184"),
-            ("uid", "42"),
-            ("gid", "43"),
-            ("mtime", "1500000000"),
-        ],
-    );
-    let mnt = env.mount_with(BUCKET, &["--metadata-wait", "0", "--poll-interval", "0"]);
-    let mut names: Vec<String> = fs::read_dir(&mnt.path)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(names, vec!["marker-only", "photos", "s3fs.txt", "top.txt"]);
-    assert!(fs::metadata(mnt.p("photos/2024")).unwrap().is_dir());
-    assert!(fs::metadata(mnt.p("marker-only")).unwrap().is_dir());
-    assert_eq!(fs::read(mnt.p("photos/2024/a.jpg")).unwrap(), b"jpeg");
-    // Opening an object learns its metadata with one HEAD.
-    assert_eq!(fs::read(mnt.p("s3fs.txt")).unwrap(), b"s");
-    wait_until("s3fs attributes after open", || {
-        let m = fs::metadata(mnt.p("s3fs.txt")).unwrap();
-        m.mode() == 33184 && m.uid() == 42 && m.gid() == 43 && m.mtime() == 1_500_000_000
-    });
-    mnt.unmount();
+on_both_servers! {
+    fn objects_from_another_client_appear_with_their_directories(env: Env) {
+        env.put("top.txt", b"top", &[]);
+        env.put("photos/2024/a.jpg", b"jpeg", &[]);
+        env.put("marker-only/", b"", &[]);
+        env.put(
+            "s3fs.txt",
+            b"s",
+            &[
+                ("mode", "33184"),
+                ("uid", "42"),
+                ("gid", "43"),
+                ("mtime", "1500000000"),
+            ],
+        );
+        let mnt = env.mount_with(BUCKET, &["--metadata-wait", "0", "--poll-interval", "0"]);
+        let mut names: Vec<String> = fs::read_dir(&mnt.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["marker-only", "photos", "s3fs.txt", "top.txt"]);
+        assert!(fs::metadata(mnt.p("photos/2024")).unwrap().is_dir());
+        assert!(fs::metadata(mnt.p("marker-only")).unwrap().is_dir());
+        assert_eq!(fs::read(mnt.p("photos/2024/a.jpg")).unwrap(), b"jpeg");
+        // Opening an object learns its metadata with one HEAD.
+        assert_eq!(fs::read(mnt.p("s3fs.txt")).unwrap(), b"s");
+        wait_until("s3fs attributes after open", || {
+            let m = fs::metadata(mnt.p("s3fs.txt")).unwrap();
+            m.mode() == 33184 && m.uid() == 42 && m.gid() == 43 && m.mtime() == 1_500_000_000
+        });
+        mnt.unmount();
+    }
 }
 
 #[test]
@@ -123,86 +123,86 @@ fn reading_a_little_of_a_big_object_fetches_a_little() {
     mnt.unmount();
 }
 
-#[test]
-fn the_tree_survives_unmount_and_mount() {
-    let env = Env::new();
-    let mnt = env.mount();
-    fs::create_dir_all(mnt.p("a/b/empty")).unwrap();
-    fs::write(mnt.p("a/b/file.txt"), b"content").unwrap();
-    fs::set_permissions(mnt.p("a/b/file.txt"), fs::Permissions::from_mode(0o600)).unwrap();
-    fs::set_permissions(mnt.p("a/b/empty"), fs::Permissions::from_mode(0o711)).unwrap();
-    let when = UNIX_EPOCH + Duration::from_secs(1_234_567_890);
-    fs::File::options()
-        .write(true)
-        .open(mnt.p("a/b/file.txt"))
-        .unwrap()
-        .set_modified(when)
-        .unwrap();
-    std::os::unix::fs::symlink("b/file.txt", mnt.p("a/link")).unwrap();
-    mnt.unmount();
+on_both_servers! {
+    fn the_tree_survives_unmount_and_mount(env: Env) {
+        let mnt = env.mount();
+        fs::create_dir_all(mnt.p("a/b/empty")).unwrap();
+        fs::write(mnt.p("a/b/file.txt"), b"content").unwrap();
+        fs::set_permissions(mnt.p("a/b/file.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(mnt.p("a/b/empty"), fs::Permissions::from_mode(0o711)).unwrap();
+        let when = UNIX_EPOCH + Duration::from_secs(1_234_567_890);
+        fs::File::options()
+            .write(true)
+            .open(mnt.p("a/b/file.txt"))
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        std::os::unix::fs::symlink("b/file.txt", mnt.p("a/link")).unwrap();
+        mnt.unmount();
 
-    let mnt = env.mount(); // a fresh cache dir: everything comes from the bucket
-                           // Small directories wait for their metadata, so the first look is already exact.
-    let m = fs::metadata(mnt.p("a/b/file.txt")).unwrap();
-    assert_eq!((m.mode() & 0o7777, m.mtime()), (0o600, 1_234_567_890));
-    let empty = fs::metadata(mnt.p("a/b/empty")).unwrap();
-    assert!(empty.is_dir());
-    assert_eq!(empty.mode() & 0o7777, 0o711);
-    assert!(fs::symlink_metadata(mnt.p("a/link"))
-        .unwrap()
-        .file_type()
-        .is_symlink());
-    assert_eq!(fs::read(mnt.p("a/b/file.txt")).unwrap(), b"content");
-    assert_eq!(
-        fs::read_link(mnt.p("a/link")).unwrap().to_str(),
-        Some("b/file.txt")
-    );
-    assert_eq!(fs::read(mnt.p("a/link")).unwrap(), b"content");
-    mnt.unmount();
+        let mnt = env.mount(); // a fresh cache dir: everything comes from the bucket
+                               // Small directories wait for their metadata, so the first look is already exact.
+        let m = fs::metadata(mnt.p("a/b/file.txt")).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.mtime()), (0o600, 1_234_567_890));
+        let empty = fs::metadata(mnt.p("a/b/empty")).unwrap();
+        assert!(empty.is_dir());
+        assert_eq!(empty.mode() & 0o7777, 0o711);
+        assert!(fs::symlink_metadata(mnt.p("a/link"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(mnt.p("a/b/file.txt")).unwrap(), b"content");
+        assert_eq!(
+            fs::read_link(mnt.p("a/link")).unwrap().to_str(),
+            Some("b/file.txt")
+        );
+        assert_eq!(fs::read(mnt.p("a/link")).unwrap(), b"content");
+        mnt.unmount();
+    }
 }
 
-#[test]
-fn a_prefix_mount_sees_only_its_part_of_the_bucket() {
-    let env = Env::new();
-    env.put("outside.txt", b"o", &[]);
-    env.put("team/inside.txt", b"i", &[]);
-    let mnt = env.mount_with(&format!("{BUCKET}:team"), &[]);
-    let names: Vec<String> = fs::read_dir(&mnt.path)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(names, vec!["inside.txt"]);
-    fs::write(mnt.p("added.txt"), b"a").unwrap();
-    mnt.unmount();
-    assert_eq!(
-        env.keys(),
-        vec!["outside.txt", "team/added.txt", "team/inside.txt"]
-    );
+on_both_servers! {
+    fn a_prefix_mount_sees_only_its_part_of_the_bucket(env: Env) {
+        env.put("outside.txt", b"o", &[]);
+        env.put("team/inside.txt", b"i", &[]);
+        let mnt = env.mount_with(&format!("{BUCKET}:team"), &[]);
+        let names: Vec<String> = fs::read_dir(&mnt.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["inside.txt"]);
+        fs::write(mnt.p("added.txt"), b"a").unwrap();
+        mnt.unmount();
+        assert_eq!(
+            env.keys(),
+            vec!["outside.txt", "team/added.txt", "team/inside.txt"]
+        );
+    }
 }
 
-#[test]
-fn another_clients_chmod_chown_and_touch_are_seen_at_the_next_open() {
-    let env = Env::new();
-    let meta = |mode: &'static str, uid: &'static str, mtime: &'static str| {
-        [("mode", mode), ("uid", uid), ("gid", "0"), ("mtime", mtime)]
-    };
-    env.put("f.txt", b"body", &meta("33188", "0", "1600000000")); // 0644
-    let mnt = env.mount_with(BUCKET, &["--poll-interval", "0", "--metadata-ttl", "0"]);
-    assert_eq!(fs::read(mnt.p("f.txt")).unwrap(), b"body");
-    let before = fs::metadata(mnt.p("f.txt")).unwrap();
-    assert_eq!((before.mode() & 0o7777, before.uid()), (0o644, 0));
-    // A metadata-only change, as s3fs makes it: the same body, so the same ETag.
-    let etag = env.etag("f.txt");
-    env.put("f.txt", b"body", &meta("33152", "1234", "1700000000")); // 0600
-    assert_eq!(env.etag("f.txt"), etag, "not a metadata-only change");
-    // The open checks the object (TTL 0) and takes what the bucket now says.
-    assert_eq!(fs::read(mnt.p("f.txt")).unwrap(), b"body");
-    let after = fs::metadata(mnt.p("f.txt")).unwrap();
-    assert_eq!(
-        (after.mode() & 0o7777, after.uid(), after.mtime()),
-        (0o600, 1234, 1_700_000_000)
-    );
-    mnt.unmount();
+on_both_servers! {
+    fn another_clients_chmod_chown_and_touch_are_seen_at_the_next_open(env: Env) {
+        let meta = |mode: &'static str, uid: &'static str, mtime: &'static str| {
+            [("mode", mode), ("uid", uid), ("gid", "0"), ("mtime", mtime)]
+        };
+        env.put("f.txt", b"body", &meta("33188", "0", "1600000000")); // 0644
+        let mnt = env.mount_with(BUCKET, &["--poll-interval", "0", "--metadata-ttl", "0"]);
+        assert_eq!(fs::read(mnt.p("f.txt")).unwrap(), b"body");
+        let before = fs::metadata(mnt.p("f.txt")).unwrap();
+        assert_eq!((before.mode() & 0o7777, before.uid()), (0o644, 0));
+        // A metadata-only change, as s3fs makes it: the same body, so the same ETag.
+        let etag = env.etag("f.txt");
+        env.put("f.txt", b"body", &meta("33152", "1234", "1700000000")); // 0600
+        assert_eq!(env.etag("f.txt"), etag, "not a metadata-only change");
+        // The open checks the object (TTL 0) and takes what the bucket now says.
+        assert_eq!(fs::read(mnt.p("f.txt")).unwrap(), b"body");
+        let after = fs::metadata(mnt.p("f.txt")).unwrap();
+        assert_eq!(
+            (after.mode() & 0o7777, after.uid(), after.mtime()),
+            (0o600, 1234, 1_700_000_000)
+        );
+        mnt.unmount();
+    }
 }
 
 #[test]
