@@ -165,11 +165,16 @@ async fn after_failed_write(
     }
 }
 
-/// Errors after which the write may have landed at the server all the same.
+/// Errors after which the write may have landed at the server all the same. A
+/// multipart complete retried after its lost reply finds its upload gone (404
+/// NoSuchUpload) because it did complete.
 fn outcome_unknown(err: &StoreError) -> bool {
     matches!(
         err,
-        StoreError::Transient(_) | StoreError::Timeout(_) | StoreError::Other(_)
+        StoreError::Transient(_)
+            | StoreError::Timeout(_)
+            | StoreError::Other(_)
+            | StoreError::NotFound(_)
     )
 }
 

@@ -95,7 +95,6 @@ on_both_servers! {
 }
 
 on_both_servers! {
-    #[ignore_on_moto = "fails until lost-reply resolution lands: moto answers CompleteMultipartUpload with root element CompleteMultipartUploadResponse, the SDK cannot parse it, the landed upload is retried, meets itself as a conflict and leaves .conflict- copies"]
     fn big_files_go_up_as_multipart_uploads(env: Env) {
         let mnt = env.mount();
         let data = pattern(40 << 20, 7);

@@ -23,7 +23,6 @@ fn verify(env: &Env, mnt: &Mount, extra: &[&str]) -> (bool, String, serde_json::
 }
 
 on_both_servers! {
-    #[ignore_on_moto = "fails until lost-reply resolution lands: moto answers CompleteMultipartUpload with root element CompleteMultipartUploadResponse, the SDK cannot parse it, the landed upload is retried, meets itself as a conflict and leaves .conflict- copies (sync never returns)"]
     fn copy_sync_verify_then_catch_changes_behind_the_mount(env: Env) {
         let mnt = env.mount_with(
             BUCKET,

@@ -12,6 +12,7 @@ mod handover;
 mod hostile;
 mod integrity;
 mod kept_pages;
+mod model;
 mod linux;
 mod outage;
 mod passthrough;
