@@ -51,6 +51,8 @@ pub struct MountOptions {
     /// None: no polling.
     pub poll: Option<crate::sync::PollPace>,
     pub metadata_ttl: Duration,
+    /// How long an open waits for its check against the bucket.
+    pub open_check_wait: Duration,
     pub fuse_threads: usize,
 }
 
@@ -215,11 +217,15 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
                 Some(explain_access_error(err, &options))
             }
             Ok(Err(err)) => return Err(explain_access_error(err, &options)),
-            Err(_) => Some(anyhow::anyhow!(
-                "cannot reach {}: no answer within {:?}",
-                options.endpoint,
-                startup_check
-            )),
+            Err(_) => {
+                // Known offline from the start: reads of what is not cached fail at once.
+                store.stats().reached(false);
+                Some(anyhow::anyhow!(
+                    "cannot reach {}: no answer within {:?}",
+                    options.endpoint,
+                    startup_check
+                ))
+            }
         };
         let online = unreachable.is_none();
         match unreachable {
@@ -251,6 +257,7 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
                 metadata_wait: options.metadata_wait,
                 fsync_remote: options.fsync_remote,
                 metadata_ttl: options.metadata_ttl,
+                open_check_wait: options.open_check_wait,
             },
         );
         if online {
@@ -319,6 +326,10 @@ pub fn run(options: MountOptions, ready: impl FnOnce(Result<(), String>)) -> any
         let reconciler = crate::sync::Reconciler::new(fs.clone(), pace);
         runtime.spawn(reconciler.run(shutdown_rx.clone()));
     }
+    runtime.spawn(crate::sync::reach::probe_while_offline(
+        fs.clone(),
+        shutdown_rx.clone(),
+    ));
     let uploads = runtime.spawn(uploader.run(shutdown_rx, options.unmount_timeout));
     let mut unmounter = session.unmount_callable();
     runtime.spawn(async move {

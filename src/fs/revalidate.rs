@@ -1,0 +1,211 @@
+//! The check of a file against the bucket at open (close-to-open freshness): one HEAD,
+//! waited for a short while. Past that the open serves what the mount has, and the
+//! answer is applied when it comes, as it would have been at once.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::store::ObjectInfo;
+
+use super::conflict::{KernelChange, RemoteVersion};
+use super::remote::HeadChecked;
+use super::tree::{same_etag, NodeKind};
+use super::{Fs, FsError, FsResult};
+
+/// What a check asks about: the file's key and the version the mount holds there.
+struct Due {
+    key: String,
+    etag: String,
+}
+
+/// What a check found, for an open still waiting for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Kept, or its new version or attributes taken.
+    Present,
+    /// Gone from the bucket (or from the namespace meanwhile): removed here too.
+    Deleted,
+}
+
+/// A file's check under way, until dropped: no second one starts meanwhile.
+struct Checking {
+    fs: Arc<Fs>,
+    ino: u64,
+}
+
+impl Checking {
+    fn start(fs: &Arc<Fs>, ino: u64) -> Option<Checking> {
+        fs.checking.lock().insert(ino).then(|| Checking {
+            fs: fs.clone(),
+            ino,
+        })
+    }
+}
+
+impl Drop for Checking {
+    fn drop(&mut self) {
+        self.fs.checking.lock().remove(&self.ino);
+    }
+}
+
+impl Fs {
+    /// At open: a clean file whose bucket version was not confirmed within the TTL is
+    /// checked with one HEAD. Gone: ENOENT. Changed: the new version is taken. The open
+    /// waits for the answer at most `open_check_wait`, then goes on with what the mount
+    /// has while the check finishes in the background; `patient` (an access check that
+    /// needs the object's real mode and owner) waits for the whole HEAD when those are
+    /// not known yet. No check while the bucket is known offline, nor while one of the
+    /// same file is under way.
+    pub(super) fn revalidate_at_open(self: &Arc<Self>, ino: u64, patient: bool) -> FsResult<()> {
+        let Some((due, meta_known)) = self.check_due(ino)? else {
+            return Ok(());
+        };
+        if self.offline() {
+            return Ok(());
+        }
+        let Some(checking) = Checking::start(self, ino) else {
+            return Ok(());
+        };
+        let (found_tx, found) = oneshot::channel();
+        self.runtime
+            .spawn(self.clone().check(ino, due, checking, found_tx));
+        let wait = if patient && !meta_known {
+            // The check ends by then: its HEAD is bounded by the request timeout.
+            self.config.request_timeout * 2
+        } else {
+            self.config.open_check_wait
+        };
+        let found = self
+            .runtime
+            .block_on(async move { tokio::time::timeout(wait, found).await });
+        match found {
+            Ok(Ok(Found::Deleted)) => Err(FsError::NotFound),
+            // Present, or the check failed (the mount's version stays).
+            Ok(_) => Ok(()),
+            Err(_) => {
+                tracing::debug!(
+                    ino,
+                    "the bucket is slow: the open goes on, the check behind it"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// The key to check `ino` at, and whether its metadata is known; None when the
+    /// file needs no check (confirmed within the TTL, changed here, renamed, busy).
+    fn check_due(&self, ino: u64) -> FsResult<Option<(Due, bool)>> {
+        let ttl = self.config.metadata_ttl;
+        let tree = self.tree.lock();
+        let inode = tree.get(ino).ok_or(FsError::NotFound)?;
+        let Some(stored) = &inode.stored else {
+            return Ok(None);
+        };
+        let fresh = inode.meta_known && inode.checked.is_some_and(|t| t.elapsed() < ttl);
+        if fresh
+            || inode.attr.kind == NodeKind::Dir
+            || tree.dirty().contains_key(&ino)
+            || tree.own_work_on(&stored.key, tree.epoch)
+            || self.current_key(&tree, ino).as_deref() != Some(stored.key.as_str())
+        {
+            return Ok(None);
+        }
+        let due = Due {
+            key: stored.key.clone(),
+            etag: stored.etag.clone(),
+        };
+        Ok(Some((due, inode.meta_known)))
+    }
+
+    /// The HEAD, bounded by the request timeout, and its answer applied; what it found
+    /// goes to the open if that still waits.
+    async fn check(
+        self: Arc<Self>,
+        ino: u64,
+        due: Due,
+        checking: Checking,
+        found: oneshot::Sender<Found>,
+    ) {
+        let reading = self.begin_reading();
+        let epoch = reading.epoch;
+        let head = self.store.head_checked(&due.key);
+        let answer = match tokio::time::timeout(self.config.request_timeout, head).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(err)) => {
+                // Refused or failing: what this mount has is what the open gets.
+                tracing::warn!("HEAD {}: {err}", due.key);
+                return;
+            }
+            Err(_) => {
+                self.no_answer(&format!("HEAD {}", due.key));
+                return;
+            }
+        };
+        // The tree's lock may be held a while (a poll applying a large listing): not
+        // on a runtime thread.
+        let fs = self.clone();
+        let applied =
+            tokio::task::spawn_blocking(move || fs.apply_check(ino, &due, epoch, answer)).await;
+        drop(reading);
+        drop(checking);
+        if let Ok(applied) = applied {
+            let _ = found.send(applied); // the open may have gone on already
+        }
+    }
+
+    /// Applies a check's answer (`None`: no such object) unless the file changed since
+    /// the check started: written or renamed here, another version taken by the poll
+    /// or our own upload, or the key touched by newer news.
+    fn apply_check(&self, ino: u64, due: &Due, epoch: u64, answer: Option<ObjectInfo>) -> Found {
+        let key = &due.key;
+        let changes = {
+            let mut tree = self.tree.lock();
+            let Some(inode) = tree.get(ino) else {
+                return Found::Deleted;
+            };
+            let still_same = !tree.dirty().contains_key(&ino)
+                && !tree.own_work_on(key, epoch)
+                && inode
+                    .stored
+                    .as_ref()
+                    .is_some_and(|s| s.key == *key && same_etag(&s.etag, &due.etag))
+                && self.current_key(&tree, ino).as_deref() == Some(key.as_str());
+            if !still_same {
+                return Found::Present; // changed meanwhile: the upload or the poll decides
+            }
+            match answer {
+                None => {
+                    // Newer than any poll's listing under way: that must not undo it.
+                    tree.touch(key);
+                    let changes = self.forget_deleted(&mut tree, ino);
+                    drop(tree);
+                    // Not waited for: an open may wait for this, and the kernel may
+                    // hold the directory's lock during that open.
+                    self.tell_kernel_later(changes);
+                    return Found::Deleted;
+                }
+                Some(info) if due.etag.is_empty() || same_etag(&due.etag, &info.etag) => {
+                    if !self.apply_head_attrs(&mut tree, ino, &info) {
+                        return Found::Present;
+                    }
+                    vec![KernelChange::Attrs(ino)]
+                }
+                Some(info) => {
+                    let remote = RemoteVersion {
+                        key: key.clone(),
+                        info: info.clone(),
+                        metadata_known: true,
+                    };
+                    tree.touch(key);
+                    let changes = self.adopt_remote_data(&mut tree, ino, &remote);
+                    self.apply_head_attrs(&mut tree, ino, &info);
+                    changes
+                }
+            }
+        };
+        // Attributes and pages of this inode only: safe while its open waits.
+        self.tell_kernel(changes);
+        Found::Present
+    }
+}
