@@ -501,7 +501,7 @@ mod tests {
             "b",
             "/mnt",
             "-o",
-            "_netdev,nofail,x-systemd.automount,endpoint=http://h:9000,path_style,cache_size=1G,ro,fsync=remote,poll_lists_per_minute=120",
+            "_netdev,nofail,x-systemd.automount,endpoint=http://h:9000,path_style,cache_size=1G,ro,fsync=remote,poll_lists_per_minute=120,open_check_wait_ms=250",
         ]);
         assert_eq!(
             expand_options(argv).unwrap(),
@@ -518,7 +518,9 @@ mod tests {
                 "--read-only",
                 "--fsync-remote",
                 "--poll-lists-per-minute",
-                "120"
+                "120",
+                "--open-check-wait-ms",
+                "250"
             ])
         );
         let err = expand_options(strings(&["x", "-o", "bogus=1"])).unwrap_err();
