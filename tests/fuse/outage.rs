@@ -26,10 +26,18 @@ fn cached_files_open_read_and_list_while_the_bucket_hangs() {
     env.put("docs/b.txt", b"listed", &[]);
     let proxy = FreezableProxy::start(&env.endpoint);
     // Every open checks its file (TTL 0), and no request gives up before two minutes:
-    // an open that waited for the bucket would wait that long.
+    // an open that waited for the bucket would wait that long. The default wait for
+    // the check.
     let mnt = env.mount_via(
         &proxy.endpoint,
-        &["--request-timeout", "120", "--metadata-ttl", "0"],
+        &[
+            "--request-timeout",
+            "120",
+            "--metadata-ttl",
+            "0",
+            "--open-check-wait-ms",
+            "1000",
+        ],
     );
     let (file, dir) = (mnt.p("docs/a.txt"), mnt.p("docs"));
     assert_eq!(fs::read(&file).unwrap(), b"cached before the hang");
