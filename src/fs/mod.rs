@@ -127,8 +127,9 @@ pub struct Fs {
     pub poll_cadence: Mutex<Option<PollCadence>>,
     /// Keys already logged as impossible to show.
     skipped_logged: Mutex<HashSet<String>>,
-    /// Files whose check against the bucket (the HEAD at open) is under way.
-    checking: Mutex<HashSet<u64>>,
+    /// Files whose check against the bucket (the HEAD at open) is under way, and
+    /// where its finding will be.
+    checking: Mutex<HashMap<u64, revalidate::Finding>>,
 }
 
 impl Fs {
@@ -174,7 +175,7 @@ impl Fs {
             last_poll: AtomicU64::new(0),
             skipped_logged: Mutex::new(Default::default()),
             poll_cadence: Mutex::new(None),
-            checking: Mutex::new(HashSet::new()),
+            checking: Mutex::new(HashMap::new()),
         });
         {
             let mut tree = fs.tree.lock();

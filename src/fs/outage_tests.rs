@@ -165,6 +165,41 @@ fn a_check_at_open_the_bucket_does_not_answer_goes_on_behind_the_open_and_applie
 }
 
 #[test]
+fn an_access_check_waits_for_the_check_under_way_to_learn_the_real_mode() {
+    use crate::mapping::S_IFREG;
+    let rt = runtime();
+    // Another client's private file: a listing shows it with the default mode.
+    let private = Metadata::from([("mode".to_string(), (S_IFREG | 0o600).to_string())]);
+    let h = core(
+        rt.handle().clone(),
+        Duration::from_millis(20),
+        Duration::from_secs(60),
+        |s| s.insert("secret", b"only for its owner", private),
+    );
+    let ino = h.fs.lookup(ROOT, "secret").unwrap().ino;
+    assert_eq!(h.fs.getattr(ino).unwrap().perm, 0o644);
+    h.store.hang(true);
+    // Root's open goes on with what the mount has; its check waits for the bucket.
+    let fs = h.fs.clone();
+    let fh = h.completes("root's open", move || fs.open(ino, false, false).unwrap());
+    h.fs.release(fh);
+    let fs = h.fs.clone();
+    let others = std::thread::spawn(move || {
+        let others_may_read = |attr: &super::Attr| attr.perm & 0o004 != 0;
+        fs.open_with(ino, false, false, None, Some(&others_may_read))
+            .map(|opened| opened.fh)
+    });
+    // (Let the other user's open find the check under way, then answer it.)
+    std::thread::sleep(Duration::from_millis(100));
+    h.store.hang(false);
+    let opened = others.join().unwrap();
+    assert!(
+        matches!(opened, Err(FsError::Access)),
+        "another user opened a 0600 file: {opened:?}"
+    );
+}
+
+#[test]
 fn a_check_answered_after_a_local_write_leaves_the_file_to_its_upload() {
     let rt = runtime();
     let h = core(

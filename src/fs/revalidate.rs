@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use crate::store::ObjectInfo;
 
@@ -19,9 +19,11 @@ struct Due {
     etag: String,
 }
 
-/// What a check found, for an open still waiting for it.
+/// What a check found, for opens still waiting for it (None until it is applied).
+pub(super) type Finding = watch::Receiver<Option<Found>>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Found {
+pub(super) enum Found {
     /// Kept, or its new version or attributes taken.
     Present,
     /// Gone from the bucket (or from the namespace meanwhile): removed here too.
@@ -32,15 +34,6 @@ enum Found {
 struct Checking {
     fs: Arc<Fs>,
     ino: u64,
-}
-
-impl Checking {
-    fn start(fs: &Arc<Fs>, ino: u64) -> Option<Checking> {
-        fs.checking.lock().insert(ino).then(|| Checking {
-            fs: fs.clone(),
-            ino,
-        })
-    }
 }
 
 impl Drop for Checking {
@@ -64,23 +57,43 @@ impl Fs {
         if self.offline() {
             return Ok(());
         }
-        let Some(checking) = Checking::start(self, ino) else {
-            return Ok(());
+        let patient = patient && !meta_known;
+        let (mut found, started) = {
+            let mut checking = self.checking.lock();
+            match checking.get(&ino) {
+                // One check at a time: this open serves what the mount has...
+                Some(_) if !patient => return Ok(()),
+                // ...unless it needs the real mode and owner: then it waits for those.
+                Some(finding) => (finding.clone(), None),
+                None => {
+                    let (found_tx, found) = watch::channel(None);
+                    checking.insert(ino, found.clone());
+                    (found, Some(found_tx))
+                }
+            }
         };
-        let (found_tx, found) = oneshot::channel();
-        self.runtime
-            .spawn(self.clone().check(ino, due, checking, found_tx));
-        let wait = if patient && !meta_known {
+        if let Some(found_tx) = started {
+            // Not under the lock: a task dropped unstarted (the runtime going away)
+            // takes it to clear its mark.
+            let checking = Checking {
+                fs: self.clone(),
+                ino,
+            };
+            let check = self.clone().check(ino, due, checking, found_tx);
+            self.runtime.spawn(check);
+        }
+        let wait = if patient {
             // The check ends by then: its HEAD is bounded by the request timeout.
             self.config.request_timeout * 2
         } else {
             self.config.open_check_wait
         };
-        let found = self
-            .runtime
-            .block_on(async move { tokio::time::timeout(wait, found).await });
+        let found = self.runtime.block_on(async move {
+            let applied = async move { found.wait_for(Option::is_some).await.map(|f| *f) };
+            tokio::time::timeout(wait, applied).await
+        });
         match found {
-            Ok(Ok(Found::Deleted)) => Err(FsError::NotFound),
+            Ok(Ok(Some(Found::Deleted))) => Err(FsError::NotFound),
             // Present, or the check failed (the mount's version stays).
             Ok(_) => Ok(()),
             Err(_) => {
@@ -125,7 +138,7 @@ impl Fs {
         ino: u64,
         due: Due,
         checking: Checking,
-        found: oneshot::Sender<Found>,
+        found: watch::Sender<Option<Found>>,
     ) {
         let reading = self.begin_reading();
         let epoch = reading.epoch;
@@ -150,7 +163,7 @@ impl Fs {
         drop(reading);
         drop(checking);
         if let Ok(applied) = applied {
-            let _ = found.send(applied); // the open may have gone on already
+            found.send_replace(Some(applied)); // the opens may have gone on already
         }
     }
 
