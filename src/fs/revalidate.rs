@@ -19,9 +19,11 @@ struct Due {
     etag: String,
 }
 
-/// What a check found, for opens still waiting for it (None until it is applied).
+/// Where the finding of a check under way will be, for opens that wait for it (None
+/// until it is applied).
 pub(super) type Finding = watch::Receiver<Option<Found>>;
 
+/// What a check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Found {
     /// Kept, or its new version or attributes taken.
@@ -47,9 +49,9 @@ impl Fs {
     /// checked with one HEAD. Gone: ENOENT. Changed: the new version is taken. The open
     /// waits for the answer at most `open_check_wait`, then goes on with what the mount
     /// has while the check finishes in the background; `patient` (an access check that
-    /// needs the object's real mode and owner) waits for the whole HEAD when those are
-    /// not known yet. No check while the bucket is known offline, nor while one of the
-    /// same file is under way.
+    /// needs the object's real mode and owner) waits for the whole HEAD, or for the one
+    /// under way, when those are not known yet. No check while the bucket is known
+    /// offline, nor a second one of a file while one is under way.
     pub(super) fn revalidate_at_open(self: &Arc<Self>, ino: u64, patient: bool) -> FsResult<()> {
         let Some((due, meta_known)) = self.check_due(ino)? else {
             return Ok(());
@@ -132,7 +134,7 @@ impl Fs {
     }
 
     /// The HEAD, bounded by the request timeout, and its answer applied; what it found
-    /// goes to the open if that still waits.
+    /// goes to the opens that still wait.
     async fn check(
         self: Arc<Self>,
         ino: u64,
