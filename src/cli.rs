@@ -154,6 +154,11 @@ pub struct MountArgs {
     /// ago than this many seconds (close-to-open freshness).
     #[arg(long, default_value_t = 5)]
     pub metadata_ttl: u64,
+    /// Milliseconds an open waits for that check; past them it serves the cached
+    /// version and the check finishes in the background (a slow or hung bucket never
+    /// holds up a cached file).
+    #[arg(long, default_value_t = 1000)]
+    pub open_check_wait_ms: u64,
     /// fsync returns only once the file is in the bucket (default: once it is on local disk).
     #[arg(long)]
     pub fsync_remote: bool,
@@ -274,7 +279,8 @@ fn option_to_flags(item: &str) -> Result<Vec<String>, String> {
         },
         "cache_size" | "uid" | "gid" | "umask" | "request_timeout" | "upload_delay_ms"
         | "unmount_timeout" | "metadata_fill" | "metadata_wait" | "poll_interval"
-        | "poll_lists_per_minute" | "metadata_ttl" | "fuse_threads" | "log_level" => valued(&key.replace('_', "-")),
+        | "poll_lists_per_minute" | "metadata_ttl" | "open_check_wait_ms" | "fuse_threads"
+        | "log_level" => valued(&key.replace('_', "-")),
         _ => Err(format!(
             "unknown option {key:?} (see s3syncfs mount --help; generic mount options such as _netdev are accepted)"
         )),
@@ -435,6 +441,7 @@ impl MountArgs {
                 lists_per_minute: self.poll_lists_per_minute,
             }),
             metadata_ttl: Duration::from_secs(self.metadata_ttl),
+            open_check_wait: Duration::from_millis(self.open_check_wait_ms),
             fuse_threads: self.fuse_threads.max(1),
         })
     }
@@ -494,7 +501,7 @@ mod tests {
             "b",
             "/mnt",
             "-o",
-            "_netdev,nofail,x-systemd.automount,endpoint=http://h:9000,path_style,cache_size=1G,ro,fsync=remote,poll_lists_per_minute=120",
+            "_netdev,nofail,x-systemd.automount,endpoint=http://h:9000,path_style,cache_size=1G,ro,fsync=remote,poll_lists_per_minute=120,open_check_wait_ms=250",
         ]);
         assert_eq!(
             expand_options(argv).unwrap(),
@@ -511,7 +518,9 @@ mod tests {
                 "--read-only",
                 "--fsync-remote",
                 "--poll-lists-per-minute",
-                "120"
+                "120",
+                "--open-check-wait-ms",
+                "250"
             ])
         );
         let err = expand_options(strings(&["x", "-o", "bogus=1"])).unwrap_err();

@@ -51,6 +51,8 @@ pub struct MountOptions {
     /// None: no polling.
     pub poll: Option<crate::sync::PollPace>,
     pub metadata_ttl: Duration,
+    /// How long an open waits for its check against the bucket.
+    pub open_check_wait: Duration,
     pub fuse_threads: usize,
 }
 
@@ -221,11 +223,15 @@ pub fn run(
                 Some(explain_access_error(err, &options))
             }
             Ok(Err(err)) => return Err(explain_access_error(err, &options)),
-            Err(_) => Some(anyhow::anyhow!(
-                "cannot reach {}: no answer within {:?}",
-                options.endpoint,
-                startup_check
-            )),
+            Err(_) => {
+                // Known offline from the start: reads of what is not cached fail at once.
+                store.stats().reached(false);
+                Some(anyhow::anyhow!(
+                    "cannot reach {}: no answer within {:?}",
+                    options.endpoint,
+                    startup_check
+                ))
+            }
         };
         let online = unreachable.is_none();
         match unreachable {
@@ -259,6 +265,7 @@ pub fn run(
                 metadata_wait: options.metadata_wait,
                 fsync_remote: options.fsync_remote,
                 metadata_ttl: options.metadata_ttl,
+                open_check_wait: options.open_check_wait,
             },
         );
         if online {
@@ -329,6 +336,10 @@ pub fn run(
         let reconciler = crate::sync::Reconciler::new(fs.clone(), pace);
         runtime.spawn(reconciler.run(shutdown_rx.clone()));
     }
+    runtime.spawn(crate::sync::reach::probe_while_offline(
+        fs.clone(),
+        shutdown_rx.clone(),
+    ));
     let mut uploads = runtime.spawn(uploader.run(shutdown_rx, options.unmount_timeout));
     let mut unmounter = session.unmount_callable();
     runtime.spawn(async move {

@@ -23,6 +23,8 @@ pub struct Fetcher {
     store: Arc<dyn ObjectStore>,
     runtime: Handle,
     timeout: Duration,
+    /// Fail at once, sending nothing, while the bucket is known offline.
+    fail_fast_offline: bool,
 }
 
 impl Fetcher {
@@ -31,7 +33,16 @@ impl Fetcher {
             store,
             runtime,
             timeout,
+            fail_fast_offline: false,
         }
+    }
+
+    /// The same fetcher for readers: while the bucket is known offline a fetch fails
+    /// at once instead of waiting out the timeout (others still ask, and so find out
+    /// when it is back).
+    pub fn failing_fast_offline(mut self) -> Fetcher {
+        self.fail_fast_offline = true;
+        self
     }
 
     /// Fetches `ranges` of `source` and hands each piece to `sink` as it arrives, in
@@ -57,6 +68,12 @@ impl Fetcher {
         sink: impl Fn(Range<u64>, &[u8]) -> io::Result<()> + Send + Sync,
     ) -> io::Result<()> {
         let (key, etag) = (source.key.as_str(), source.etag.as_str());
+        let stats = self.store.stats();
+        if self.fail_fast_offline && stats.is_offline() {
+            return Err(io::Error::other(format!(
+                "GET {key}: the bucket is offline"
+            )));
+        }
         let timeout = self.timeout;
         let sink =
             move |offset: u64, piece: &[u8]| sink(offset..offset + piece.len() as u64, piece);
@@ -82,9 +99,13 @@ impl Fetcher {
                     in_flight.push(async move {
                         let get = store.get_range_into(key, chunk, etag, sink);
                         match tokio::time::timeout(timeout, get).await {
-                            Err(_) => Err(io::Error::other(format!(
-                                "GET {key} timed out after {timeout:?}"
-                            ))),
+                            Err(_) => {
+                                // No answer: offline until the next one.
+                                stats.reached(false);
+                                Err(io::Error::other(format!(
+                                    "GET {key} timed out after {timeout:?}"
+                                )))
+                            }
                             Ok(Err(StoreError::VersionChanged(msg))) => Err(io::Error::new(
                                 io::ErrorKind::StaleNetworkFileHandle,
                                 format!("GET {key}: {msg}"),
@@ -162,6 +183,35 @@ mod tests {
         assert_eq!(received, 0);
         // No version known: whatever the bucket holds.
         assert_eq!(fetch_of(&store, "").1, 10);
+    }
+
+    #[test]
+    fn a_fetch_without_an_answer_marks_the_bucket_offline_and_readers_then_fail_at_once() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let store = Arc::new(MemoryStore::new());
+        store.insert("k", b"0123456789", Default::default());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let timeout = Duration::from_millis(100);
+        let patient = Fetcher::new(store.clone(), runtime.handle().clone(), timeout);
+        let reader = patient.clone().failing_fast_offline();
+        let source = RemoteSource {
+            key: "k".into(),
+            size: 10,
+            etag: String::new(),
+        };
+        let whole = [Range { start: 0, end: 10 }];
+        let fetch = |fetcher: &Fetcher| fetcher.fetch(&source, &whole, |_, _| Ok(()));
+        store.hang(true);
+        assert!(fetch(&reader).is_err());
+        assert!(store.stats().is_offline(), "a timeout means offline");
+        store.hang(false);
+        let gets = store.stats().gets.load(SeqCst);
+        assert!(fetch(&reader).is_err());
+        assert_eq!(store.stats().gets.load(SeqCst), gets, "a reader asked");
+        // The uploader's fetches still ask; an answer brings the bucket back.
+        assert!(fetch(&patient).is_ok());
+        assert!(!store.stats().is_offline());
+        assert!(fetch(&reader).is_ok());
     }
 
     #[test]

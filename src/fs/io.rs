@@ -49,7 +49,7 @@ impl Fs {
         attach: Option<Attach>,
         allowed: Option<&dyn Fn(&Attr) -> bool>,
     ) -> FsResult<Opened> {
-        self.revalidate_at_open(ino)?;
+        self.revalidate_at_open(ino, allowed.is_some())?;
         if let Some(allowed) = allowed {
             if !allowed(&self.getattr(ino)?) {
                 return Err(FsError::Access);
@@ -191,7 +191,8 @@ impl Fs {
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let (mut content, mut source, mut len) = self.content(&mut self.tree.lock(), ino)?;
         self.recent.touch(ino);
-        let mut data = content.read(offset, size, len, source.as_ref(), &self.fetcher);
+        // Bytes not here fail at once while the bucket is known offline.
+        let mut data = content.read(offset, size, len, source.as_ref(), &self.reader);
         let stale = |e: &std::io::Error| e.kind() == ErrorKind::StaleNetworkFileHandle;
         if data.as_ref().is_err_and(stale) {
             // Once more if the mount took a new version meanwhile (the poll, or our own
@@ -199,7 +200,7 @@ impl Fs {
             let again = self.content(&mut self.tree.lock(), ino)?;
             if again.1.as_ref().map(|s| &s.etag) != source.as_ref().map(|s| &s.etag) {
                 (content, source, len) = again;
-                data = content.read(offset, size, len, source.as_ref(), &self.fetcher);
+                data = content.read(offset, size, len, source.as_ref(), &self.reader);
             }
         }
         let data = data.map_err(FsError::from).inspect_err(|err| {
@@ -211,7 +212,7 @@ impl Fs {
         })?;
         if let Some(source) = source.filter(|s| content.start_stream(len.min(s.size))) {
             // Fetch ahead while the reader consumes what is here.
-            let (content, fetcher) = (content.clone(), self.fetcher.clone());
+            let (content, fetcher) = (content.clone(), self.reader.clone());
             self.runtime.spawn_blocking(move || {
                 if let Err(err) = content.stream_ahead(len, &source, &fetcher) {
                     tracing::debug!(%err, "prefetch failed; the reader fetches again");

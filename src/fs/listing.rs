@@ -192,19 +192,19 @@ impl Fs {
         }
     }
 
-    /// Looks up the metadata of listed entries, a few at a time.
+    /// Looks up the metadata of listed entries, a few at a time. A listing that waits
+    /// for them waits at most the request timeout, and not at all while the bucket is
+    /// known offline; lookups not done by then go on in the background.
     pub(super) fn fill_metadata(self: &Arc<Self>, fill: Fill) {
         if fill.entries.is_empty() {
             return;
         }
-        let work = self.clone().fill(fill.entries);
-        if fill.wait {
+        let work = self.runtime.spawn(self.clone().fill(fill.entries));
+        if fill.wait && !self.offline() {
             let timeout = self.config.request_timeout;
             let _ = self
                 .runtime
                 .block_on(async move { tokio::time::timeout(timeout, work).await });
-        } else {
-            self.runtime.spawn(work);
         }
     }
 
@@ -218,7 +218,11 @@ impl Fs {
                     return;
                 };
                 let timeout = fs.config.request_timeout;
-                if let Ok(Ok(info)) = tokio::time::timeout(timeout, fs.store.head(&key)).await {
+                let head = tokio::time::timeout(timeout, fs.store.head(&key)).await;
+                if head.is_err() {
+                    fs.no_answer(&format!("HEAD {key}"));
+                }
+                if let Ok(Ok(info)) = head {
                     fs.apply_head(ino, &key, &info);
                 } else if key.ends_with('/') {
                     // No marker: an implicit directory keeps the defaults.

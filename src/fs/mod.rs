@@ -16,11 +16,12 @@ pub mod plan;
 mod prefill;
 mod progress;
 mod remote;
+mod revalidate;
 pub mod tree;
 mod verify;
 pub mod wake;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -72,6 +73,9 @@ pub struct FsConfig {
     /// Opening a file whose bucket version was confirmed longer ago than this asks
     /// the bucket again (one HEAD): close-to-open freshness.
     pub metadata_ttl: Duration,
+    /// How long an open waits for that HEAD before it serves what the mount has and
+    /// lets the check finish in the background.
+    pub open_check_wait: Duration,
 }
 
 /// Whether the server honours If-Match / If-None-Match on writes.
@@ -100,7 +104,11 @@ pub struct Fs {
     store: Arc<dyn ObjectStore>,
     runtime: Handle,
     cache: Cache,
+    /// Fetches for the uploader (a file's absent bytes before its upload): it keeps
+    /// trying while the bucket is away, and so finds out when it is back.
     fetcher: Fetcher,
+    /// Fetches for readers: they fail at once while the bucket is known offline.
+    reader: Fetcher,
     config: FsConfig,
     /// Wakes the uploader when something became dirty or urgent.
     pub(crate) wake: Arc<wake::UploadWake>,
@@ -122,7 +130,10 @@ pub struct Fs {
     /// How the reconciler polls, as it last decided (for `status`).
     pub poll_cadence: Mutex<Option<PollCadence>>,
     /// Keys already logged as impossible to show.
-    skipped_logged: Mutex<std::collections::HashSet<String>>,
+    skipped_logged: Mutex<HashSet<String>>,
+    /// Files whose check against the bucket (the HEAD at open) is under way, and
+    /// where its finding will be.
+    checking: Mutex<HashMap<u64, revalidate::Finding>>,
 }
 
 impl Fs {
@@ -147,12 +158,14 @@ impl Fs {
             ctime: now,
         };
         let fetcher = Fetcher::new(store.clone(), runtime.clone(), config.request_timeout);
+        let reader = fetcher.clone().failing_fast_offline();
         let fs = Arc::new(Fs {
             tree: Mutex::new(Tree::new(root, state)),
             store,
             runtime,
             cache,
             fetcher,
+            reader,
             config,
             wake: Arc::new(wake::UploadWake::default()),
             listing: Mutex::new(()),
@@ -166,6 +179,7 @@ impl Fs {
             last_poll: AtomicU64::new(0),
             skipped_logged: Mutex::new(Default::default()),
             poll_cadence: Mutex::new(None),
+            checking: Mutex::new(HashMap::new()),
         });
         {
             let mut tree = fs.tree.lock();
@@ -208,7 +222,21 @@ impl Fs {
         self.conditional_writes.store(mode as u8, Ordering::Relaxed);
     }
 
-    /// Runs a store request from a FUSE thread, bounded by the request timeout.
+    /// Whether the last request to the bucket went unanswered: what needs the bucket
+    /// then fails at once instead of waiting out the request timeout again.
+    pub fn offline(&self) -> bool {
+        self.store.stats().is_offline()
+    }
+
+    /// A request got no answer within its bound: the mount is offline until the
+    /// next answer (to any request: the poll's, the uploader's, the probe's).
+    fn no_answer(&self, what: &str) {
+        tracing::warn!("{what}: no answer within {:?}", self.config.request_timeout);
+        self.store.stats().reached(false);
+    }
+
+    /// Runs a store request from a FUSE thread, bounded by the request timeout; while
+    /// the bucket is known offline it fails at once without asking.
     fn block_on<T>(
         &self,
         what: &str,
@@ -217,6 +245,10 @@ impl Fs {
     where
         T: Send,
     {
+        if self.offline() {
+            tracing::debug!("{what}: the bucket is offline");
+            return Err(FsError::Io(format!("{what}: the bucket is offline")));
+        }
         let timeout = self.config.request_timeout;
         // The timer must be created inside the runtime, hence the async block.
         match self
@@ -230,7 +262,7 @@ impl Fs {
                 Err(FsError::Io(err.to_string()))
             }
             Err(_) => {
-                tracing::warn!("{what}: no answer within {timeout:?}");
+                self.no_answer(what);
                 Err(FsError::Io(format!("{what} timed out")))
             }
         }
@@ -293,5 +325,7 @@ fn check_name(name: &str) -> FsResult<()> {
     Ok(())
 }
 
+#[cfg(test)]
+mod outage_tests;
 #[cfg(test)]
 mod tests;

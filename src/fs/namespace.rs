@@ -70,7 +70,10 @@ impl Fs {
 
     /// All entries of a directory with their attributes (READDIRPLUS), `.` and `..` first.
     pub fn readdir_plus(self: &Arc<Self>, ino: u64) -> FsResult<Vec<(DirEntry, Attr)>> {
-        self.listed_or_offline(ino)?;
+        // A directory never listed cannot be shown while the bucket is away: EIO (at
+        // once while it is known offline), not a listing that silently lacks the
+        // bucket's names.
+        self.ensure_listed(ino)?;
         let mut tree = self.tree.lock();
         self.notice_all_direct_writes(&mut tree);
         let dir = tree.get(ino).ok_or(FsError::NotFound)?;

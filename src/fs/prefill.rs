@@ -104,6 +104,9 @@ impl Fs {
     /// so a concurrent first use waits for them (on the listing lock) instead of
     /// answering with default modes.
     pub(super) fn fill_owed(self: &std::sync::Arc<Self>, dir: u64) {
+        if self.offline() {
+            return; // still owed: the entries show as listed until the bucket is back
+        }
         let owed = self.tree.lock().get(dir).map(|i| Fill {
             entries: i.fill_on_read.entries.clone(),
             wait: i.fill_on_read.wait,

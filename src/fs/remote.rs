@@ -1,6 +1,5 @@
 //! Bringing in what other clients changed in the bucket: a full listing applied to
-//! the namespace (the reconciler's poll), and one HEAD at open for close-to-open
-//! freshness.
+//! the namespace (the reconciler's poll); the HEAD at open is in `revalidate.rs`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -10,8 +9,8 @@ use std::time::Instant;
 use crate::store::{Listing, ObjectInfo, ObjectSummary, StoreError};
 
 use super::conflict::{KernelChange, RemoteVersion};
-use super::tree::{same_etag, Attr, NodeKind, Tree, ROOT};
-use super::{Fs, FsError, FsResult};
+use super::tree::{same_etag, Attr, Tree, ROOT};
+use super::Fs;
 
 /// Names this mount uses for itself in the bucket (the conditional-write probe).
 pub const PROBE_NAME_START: &str = ".s3syncfs-probe-";
@@ -289,85 +288,6 @@ impl Fs {
         }
         changes
     }
-
-    /// At open: a clean file whose bucket version was not confirmed within the TTL is
-    /// checked with one HEAD. Gone: ENOENT. Changed: the new version is taken.
-    pub(super) fn revalidate_at_open(&self, ino: u64) -> FsResult<()> {
-        let ttl = self.config.metadata_ttl;
-        let key = {
-            let tree = self.tree.lock();
-            let Some(inode) = tree.get(ino) else {
-                return Err(FsError::NotFound);
-            };
-            let Some(stored) = &inode.stored else {
-                return Ok(());
-            };
-            let fresh = inode.meta_known && inode.checked.is_some_and(|t| t.elapsed() < ttl);
-            if fresh
-                || inode.attr.kind == NodeKind::Dir
-                || tree.dirty().contains_key(&ino)
-                || tree.own_work_on(&stored.key, tree.epoch)
-                || self.current_key(&tree, ino).as_deref() != Some(stored.key.as_str())
-            {
-                return Ok(());
-            }
-            stored.key.clone()
-        };
-        // (Declared before the tree's guards below: dropped after them.)
-        let reading = self.begin_reading();
-        let epoch = reading.epoch;
-        let result = self.block_on(&format!("HEAD {key}"), self.store.head_checked(&key));
-        let changes = {
-            let mut tree = self.tree.lock();
-            let Some(inode) = tree.get(ino) else {
-                return Err(FsError::NotFound);
-            };
-            let still_same = !tree.dirty().contains_key(&ino)
-                && !tree.own_work_on(&key, epoch)
-                && inode.stored.as_ref().is_some_and(|s| s.key == key);
-            if !still_same {
-                return Ok(()); // changed here meanwhile: the upload decides
-            }
-            let base = inode
-                .stored
-                .as_ref()
-                .map(|s| s.etag.clone())
-                .unwrap_or_default();
-            match result {
-                Ok(None) => {
-                    // Newer than any poll's listing under way: that must not undo it.
-                    tree.touch(&key);
-                    let changes = self.forget_deleted(&mut tree, ino);
-                    drop(tree);
-                    // Not from inside open: the kernel may hold the directory's lock.
-                    self.tell_kernel_later(changes);
-                    return Err(FsError::NotFound);
-                }
-                Ok(Some(info)) if base.is_empty() || same_etag(&base, &info.etag) => {
-                    if !self.apply_head_attrs(&mut tree, ino, &info) {
-                        return Ok(());
-                    }
-                    vec![KernelChange::Attrs(ino)]
-                }
-                Ok(Some(info)) => {
-                    let remote = RemoteVersion {
-                        key: key.clone(),
-                        info: info.clone(),
-                        metadata_known: true,
-                    };
-                    tree.touch(&key);
-                    let changes = self.adopt_remote_data(&mut tree, ino, &remote);
-                    self.apply_head_attrs(&mut tree, ino, &info);
-                    changes
-                }
-                // Offline or slow: what this mount has is what the open gets.
-                Err(_) => return Ok(()),
-            }
-        };
-        // Attributes and pages of this inode only: safe from inside open.
-        self.tell_kernel(changes);
-        Ok(())
-    }
 }
 
 impl Fs {
@@ -389,7 +309,7 @@ impl Fs {
     /// change pending. Another client may have changed its metadata alone (a chmod
     /// is a copy onto itself, of the same ETag): where what the bucket keeps differs,
     /// the bucket's wins. Whether the attributes changed.
-    fn apply_head_attrs(&self, tree: &mut Tree, ino: u64, info: &ObjectInfo) -> bool {
+    pub(super) fn apply_head_attrs(&self, tree: &mut Tree, ino: u64, info: &ObjectInfo) -> bool {
         let Some(inode) = tree.get_mut(ino) else {
             return false;
         };
@@ -407,7 +327,7 @@ impl Fs {
     }
 
     /// Invalidations sent from another thread, for callers inside a FUSE request.
-    fn tell_kernel_later(&self, changes: Vec<KernelChange>) {
+    pub(super) fn tell_kernel_later(&self, changes: Vec<KernelChange>) {
         if let Some(kernel) = self.kernel.get().cloned() {
             std::thread::spawn(move || {
                 for change in &changes {

@@ -39,7 +39,18 @@ pub struct MemoryStore {
     replies_to_lose: AtomicU32,
     /// ... and this many requests after each loss fail too (the network still down).
     failures_after_loss: AtomicU32,
+    /// While true, requests wait without an answer (a hung endpoint).
+    hung: Hang,
     stats: StoreStats,
+}
+
+/// Requests wait while this holds true.
+struct Hang(tokio::sync::watch::Sender<bool>);
+
+impl Default for Hang {
+    fn default() -> Self {
+        Hang(tokio::sync::watch::Sender::new(false))
+    }
 }
 
 impl MemoryStore {
@@ -74,6 +85,12 @@ impl MemoryStore {
         Ok(done)
     }
 
+    /// Makes every request wait without an answer until `hang(false)` (requests already
+    /// waiting then go on).
+    pub fn hang(&self, on: bool) {
+        self.hung.0.send_replace(on);
+    }
+
     /// Puts an object directly, as another client would.
     pub fn insert(&self, key: &str, body: &[u8], metadata: Metadata) {
         let etag = self.new_etag();
@@ -93,9 +110,9 @@ impl MemoryStore {
     }
 
     /// One GET of `range` (clamped to the object) of the version `etag` (any if empty).
-    fn read_range(&self, key: &str, range: Range<u64>, etag: &str) -> StoreResult<Bytes> {
+    async fn read_range(&self, key: &str, range: Range<u64>, etag: &str) -> StoreResult<Bytes> {
         StoreStats::count(&self.stats.gets, 1);
-        self.injected_fault()?;
+        self.injected_fault().await?;
         let object = self.lookup(key)?;
         expect_version(key, etag, Some(&object.etag))?;
         let end = (range.end as usize).min(object.body.len());
@@ -151,12 +168,18 @@ impl MemoryStore {
         Ok(etag)
     }
 
-    fn injected_fault(&self) -> StoreResult<()> {
+    /// Waits out a hang, then fails the request if a failure is still due; a request
+    /// that gets through counts as answered, as the S3 store counts it.
+    async fn injected_fault(&self) -> StoreResult<()> {
+        let mut hung = self.hung.0.subscribe();
+        // (The sender lives in self: the wait cannot fail.)
+        let _ = hung.wait_for(|on| !*on).await;
         let left = self.failures_left.load(Ordering::SeqCst);
         if left > 0 {
             self.failures_left.store(left - 1, Ordering::SeqCst);
             return Err(StoreError::Transient("injected fault".into()));
         }
+        self.stats.reached(true);
         Ok(())
     }
 
@@ -173,7 +196,7 @@ impl MemoryStore {
 impl ObjectStore for MemoryStore {
     async fn list(&self, prefix: &str, delimiter: Option<&str>) -> StoreResult<Listing> {
         StoreStats::count(&self.stats.lists, 1);
-        self.injected_fault()?;
+        self.injected_fault().await?;
         let objects = self.objects.lock();
         let mut listing = Listing::default();
         for (key, object) in objects.range(prefix.to_string()..) {
@@ -199,7 +222,7 @@ impl ObjectStore for MemoryStore {
 
     async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
         StoreStats::count(&self.stats.heads, 1);
-        self.injected_fault()?;
+        self.injected_fault().await?;
         let object = self.lookup(key)?;
         Ok(ObjectInfo {
             size: object.body.len() as u64,
@@ -210,7 +233,7 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
-        self.read_range(key, range, "")
+        self.read_range(key, range, "").await
     }
 
     async fn get_range_into(
@@ -221,7 +244,7 @@ impl ObjectStore for MemoryStore {
         sink: &PieceSink<'_>,
     ) -> StoreResult<u64> {
         let start = range.start;
-        let body = self.read_range(key, range, etag)?;
+        let body = self.read_range(key, range, etag).await?;
         sink(start, &body)?;
         Ok(body.len() as u64)
     }
@@ -238,7 +261,7 @@ impl ObjectStore for MemoryStore {
         cond: &WriteCondition,
     ) -> StoreResult<String> {
         StoreStats::count(&self.stats.puts, 1);
-        self.injected_fault()?;
+        self.injected_fault().await?;
         let etag = self.commit(key, body, metadata.clone(), cond)?;
         self.reply(etag)
     }
@@ -252,7 +275,7 @@ impl ObjectStore for MemoryStore {
         cond: &WriteCondition,
     ) -> StoreResult<String> {
         StoreStats::count(&self.stats.puts, 1);
-        self.injected_fault()?;
+        self.injected_fault().await?;
         let mut body = std::fs::read(path)?;
         body.truncate(len as usize);
         let etag = self.commit(key, Bytes::from(body), metadata.clone(), cond)?;
@@ -261,7 +284,7 @@ impl ObjectStore for MemoryStore {
 
     async fn create_multipart(&self, key: &str, metadata: &Metadata) -> StoreResult<String> {
         StoreStats::count(&self.stats.puts, 1);
-        self.injected_fault()?;
+        self.injected_fault().await?;
         let id = format!("{key}#{}", self.next_id.fetch_add(1, Ordering::SeqCst));
         self.uploads
             .lock()
@@ -277,7 +300,7 @@ impl ObjectStore for MemoryStore {
         part: FileRange<'_>,
     ) -> StoreResult<CompletedPart> {
         StoreStats::count(&self.stats.parts, 1);
-        self.injected_fault()?;
+        self.injected_fault().await?;
         let mut body = vec![0u8; part.len as usize];
         std::os::unix::fs::FileExt::read_exact_at(
             &std::fs::File::open(part.path)?,
@@ -304,7 +327,7 @@ impl ObjectStore for MemoryStore {
         parts: Vec<CompletedPart>,
         cond: &WriteCondition,
     ) -> StoreResult<String> {
-        self.injected_fault()?;
+        self.injected_fault().await?;
         let (metadata, bodies) = self
             .uploads
             .lock()
@@ -334,7 +357,7 @@ impl ObjectStore for MemoryStore {
         metadata: Option<&Metadata>,
     ) -> StoreResult<String> {
         StoreStats::count(&self.stats.copies, 1);
-        self.injected_fault()?;
+        self.injected_fault().await?;
         let source = self.lookup(from)?;
         if !from_etag.is_empty() && !super::same_etag(from_etag, &source.etag) {
             return Err(StoreError::PreconditionFailed);
@@ -354,13 +377,13 @@ impl ObjectStore for MemoryStore {
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
         StoreStats::count(&self.stats.deletes, 1);
-        self.injected_fault()?;
+        self.injected_fault().await?;
         self.objects.lock().remove(key);
         self.reply(())
     }
 
     async fn check_access(&self) -> StoreResult<()> {
-        self.injected_fault()
+        self.injected_fault().await
     }
 
     fn stats(&self) -> &StoreStats {

@@ -66,6 +66,12 @@ impl StoreStats {
         }
     }
 
+    /// Whether the last request went unanswered (refused, or no answer in time): the
+    /// mount then serves what it has and fails at once what needs the bucket.
+    pub fn is_offline(&self) -> bool {
+        self.reach.load(Ordering::Relaxed) == Reach::Offline as u8
+    }
+
     /// Online or offline, and since when (Unix seconds).
     pub fn reach(&self) -> (Reach, u64) {
         let reach = match self.reach.load(Ordering::Relaxed) {

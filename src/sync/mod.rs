@@ -1,6 +1,9 @@
-//! Background work on tokio: the uploader that writes local changes to the bucket.
+//! Background work on tokio: the uploader that writes local changes to the bucket,
+//! the reconciler that brings in other clients' changes, and the probe of an offline
+//! bucket.
 
 mod probe;
+pub mod reach;
 pub mod reconciler;
 pub mod report;
 pub(crate) mod transfer;

@@ -55,6 +55,17 @@ struct Tracker {
     backoff: HashMap<JobId, (u32, Instant)>,
 }
 
+impl Tracker {
+    /// The bucket answers again: failed jobs go now instead of waiting out a backoff
+    /// that grew during the outage (up to a minute). Their attempts still count.
+    fn retry_now(&mut self) {
+        let now = Instant::now();
+        for (_, until) in self.backoff.values_mut() {
+            *until = now;
+        }
+    }
+}
+
 impl Busy for Tracker {
     fn is_busy(&self, id: &JobId, key: &str) -> bool {
         self.ids.contains(id)
@@ -99,10 +110,17 @@ impl Uploader {
         let mut in_flight = JoinSet::new();
         let wake = self.fs.wake.clone();
         let mut last_probe = None;
+        let mut was_offline = false;
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            let offline = self.fs.offline();
+            if was_offline && !offline {
+                tracing::info!("the bucket answers again: retrying what failed");
+                tracker.retry_now();
+            }
+            was_offline = offline;
             let everything = self.sync_all.load(Ordering::SeqCst) > 0;
             let probe_due = last_probe.is_none_or(|t: Instant| t.elapsed() >= PROBE_RETRY);
             if probe_due

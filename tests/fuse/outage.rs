@@ -2,8 +2,97 @@
 //! and finish by themselves once the server is back; uncached reads fail, not hang.
 
 use std::fs;
+use std::time::Duration;
 
-use crate::support::{wait_until, Env, FaultProxy, BUCKET};
+use crate::support::{status, wait_until, Env, FaultProxy, BUCKET};
+
+/// Runs `work` on a thread of its own: its result, if it comes within `bound` (else
+/// the thread is left to finish once whatever it waits for ends).
+fn within<T: Send + 'static>(
+    bound: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(work());
+    });
+    result.recv_timeout(bound).ok()
+}
+
+#[test]
+fn cached_files_open_read_and_list_while_the_bucket_hangs() {
+    let env = Env::new();
+    env.put("docs/a.txt", b"cached before the hang", &[]);
+    env.put("docs/b.txt", b"listed", &[]);
+    let proxy = FaultProxy::start(&env.endpoint);
+    // Every open checks its file (TTL 0), and no request gives up before two minutes:
+    // an open that waited for the bucket would wait that long. The default wait for
+    // the check.
+    let mnt = env.mount_via(
+        &proxy.endpoint,
+        &[
+            "--request-timeout",
+            "120",
+            "--metadata-ttl",
+            "0",
+            "--open-check-wait-ms",
+            "1000",
+        ],
+    );
+    let (file, dir) = (mnt.p("docs/a.txt"), mnt.p("docs"));
+    assert_eq!(fs::read(&file).unwrap(), b"cached before the hang");
+    proxy.freeze(true);
+    let done = within(Duration::from_secs(60), move || {
+        let reads: Vec<_> = (0..5).map(|_| fs::read(&file).ok()).collect();
+        let size = fs::metadata(&file).map(|m| m.len()).ok();
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        names.sort();
+        (reads, size, names)
+    });
+    proxy.freeze(false);
+    let (reads, size, names) =
+        done.expect("open, read, stat or readdir of cached data waited for the hung bucket");
+    for read in reads {
+        assert_eq!(read.as_deref(), Some(&b"cached before the hang"[..]));
+    }
+    assert_eq!(size, Some(22));
+    assert_eq!(names, ["a.txt", "b.txt"]);
+    mnt.unmount();
+}
+
+#[test]
+fn while_known_offline_uncached_reads_fail_at_once_and_the_mount_comes_back_by_itself() {
+    let env = Env::new();
+    env.put("first.bin", &vec![1u8; 50_000], &[]);
+    env.put("second.bin", &vec![2u8; 50_000], &[]);
+    let proxy = FaultProxy::start(&env.endpoint);
+    // No polling: nothing but the mount's own probe asks the bucket once it is away.
+    let mnt = env.mount_via(
+        &proxy.endpoint,
+        &["--request-timeout", "20", "--poll-interval", "0"],
+    );
+    assert_eq!(fs::read_dir(&mnt.path).unwrap().count(), 2);
+    proxy.freeze(true);
+    // The first read of data not cached waits out the request timeout, and then the
+    // mount knows the bucket is offline.
+    let err = fs::read(mnt.p("first.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert_eq!(status(&env, &mnt)["connection"], "offline");
+    let second = mnt.p("second.bin");
+    let failed = within(Duration::from_secs(5), move || {
+        fs::read(second).map_err(|e| e.raw_os_error())
+    });
+    proxy.freeze(false);
+    let failed = failed.expect("an uncached read waited while the bucket was known offline");
+    assert_eq!(failed, Err(Some(libc::EIO)));
+    wait_until("the mount online again", || {
+        status(&env, &mnt)["connection"] == "online"
+    });
+    assert_eq!(fs::read(mnt.p("second.bin")).unwrap(), vec![2u8; 50_000]);
+    mnt.unmount();
+}
 
 #[test]
 fn writes_go_on_during_an_outage_and_reach_the_bucket_after_it() {

@@ -79,6 +79,7 @@ fn start_limited(
             metadata_wait: 0,
             fsync_remote: false,
             metadata_ttl,
+            open_check_wait: Duration::from_secs(1),
         },
     );
     Harness {

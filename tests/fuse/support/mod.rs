@@ -168,6 +168,10 @@ impl Env {
             .arg("--cache-dir")
             .arg(cache)
             .args(["--upload-delay-ms", "100", "--request-timeout", "10"])
+            // An open waits for its check as long as the request may take, so tests of
+            // close-to-open see the new version at once on a loaded machine too (the
+            // outage tests give the default back).
+            .args(["--open-check-wait-ms", "10000"])
             .args(["--log-level", "info,s3syncfs=debug"])
             .args(extra)
             .envs(credentials_env())
