@@ -158,7 +158,10 @@ CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 impl StateDb {
     pub fn open(path: &Path) -> StateResult<StateDb> {
-        let conn = Connection::open(path)?;
+        // Never through a link planted at the path (the cache dir checks say so in a
+        // sentence before this; here it is the last guard).
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags)?;
         // Only this daemon opens the state (the cache dir's lock says so): without
         // file locks and shared memory, a commit is a few syscalls fewer.
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
