@@ -9,6 +9,7 @@ mod economy;
 mod files;
 mod handover;
 mod hostile;
+mod hostile_host;
 mod integrity;
 mod kept_pages;
 mod linux;
