@@ -155,6 +155,44 @@ pub fn prepare(dir: &Path, owner: &Owner) -> anyhow::Result<Found> {
     Ok(found)
 }
 
+/// A cache dir's name under a root: BUCKET, or BUCKET+PREFIX with `+` for `/`.
+pub fn name_for(bucket: &str, prefix: &str) -> String {
+    match prefix.trim_end_matches('/') {
+        "" => bucket.to_string(),
+        prefix => format!("{bucket}+{}", prefix.replace('/', "+")),
+    }
+}
+
+/// The cache dir under s3fs's `use_cache=ROOT`: ROOT/NAME, as s3fs makes ROOT/BUCKET,
+/// unless ROOT itself is a cache dir of this mount an earlier version made of it.
+pub fn under_root(root: &Path, bucket: &str, prefix: &str) -> std::path::PathBuf {
+    match is_cache_dir_of(root, bucket, prefix) {
+        true => root.to_path_buf(),
+        false => root.join(name_for(bucket, prefix)),
+    }
+}
+
+/// Whether `dir` is already a cache dir of `bucket` and `prefix` (by its marker) or of
+/// an earlier version (by its layout). Earlier versions took s3fs's `use_cache=DIR` as
+/// the cache dir itself: such a dir stays in use, with what it holds pending.
+pub fn is_cache_dir_of(dir: &Path, bucket: &str, prefix: &str) -> bool {
+    let mut text = String::new();
+    let marked = open_file(&dir.join(MARKER), OpenOptions::new().read(true), false)
+        .and_then(|mut f| f.read_to_string(&mut text));
+    if marked.is_ok() {
+        return serde_json::from_str::<Marker>(&text)
+            .is_ok_and(|m| m.owner.bucket == bucket && m.owner.prefix == prefix);
+    }
+    let names: Vec<OsString> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect(),
+        Err(_) => return false,
+    };
+    !names.is_empty() && earlier_layout(dir, &names).is_ok()
+}
+
 /// The ssh rule for key files, applied to the cache dir: it must be the mounting
 /// user's, and nobody else may write in it (they could replace the files we trust).
 fn check_owner_and_mode(dir: &str, uid: u32, mode: u32, me: u32) -> Result<(), String> {
@@ -312,7 +350,7 @@ fn link_sentence(path: &Path) -> String {
 fn check_marker(dir: &Path, owner: &Owner) -> anyhow::Result<()> {
     let path = dir.join(MARKER);
     let mut text = String::new();
-    open_file(&path, OpenOptions::new().read(true))
+    open_file(&path, OpenOptions::new().read(true), false)
         .and_then(|mut f| f.read_to_string(&mut text))
         .with_context(|| format!("cannot read {}", path.display()))?;
     let Ok(marker) = serde_json::from_str::<Marker>(&text) else {
@@ -366,7 +404,7 @@ fn write_marker(dir: &Path, owner: &Owner) -> anyhow::Result<()> {
     text.push('\n');
     let path = dir.join(MARKER);
     let write = |path: &Path| -> io::Result<()> {
-        let mut file = open_file(path, OpenOptions::new().write(true).create_new(true))?;
+        let mut file = open_file(path, OpenOptions::new().write(true).create_new(true), false)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()
     };
@@ -388,16 +426,31 @@ fn write_marker(dir: &Path, owner: &Owner) -> anyhow::Result<()> {
 }
 
 /// Opens one of our files in the cache dir: never through a symbolic link (a link
-/// gives a sentence saying so), created 0600, and only a regular file of ours.
-pub fn open_file(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
-    let file = options
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .mode(0o600)
-        .open(path)
-        .map_err(|err| match err.raw_os_error() {
-            Some(libc::ELOOP) => io::Error::new(err.kind(), link_sentence(path)),
-            _ => err,
-        })?;
+/// gives a sentence saying so), and only a regular file of ours. With `create`, a file
+/// that is not there is made with O_EXCL, mode 0600: it is then surely the one we made.
+pub fn open_file(path: &Path, options: &OpenOptions, create: bool) -> io::Result<File> {
+    let attempt = |new: bool| {
+        let mut options = options.clone();
+        options
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(0o600);
+        if new {
+            options.create_new(true);
+        }
+        options.open(path)
+    };
+    let file = match attempt(false) {
+        Err(err) if create && err.kind() == io::ErrorKind::NotFound => match attempt(true) {
+            // Made by another mount a moment ago: opened as it is, and checked below.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => attempt(false),
+            made => made,
+        },
+        opened => opened,
+    }
+    .map_err(|err| match err.raw_os_error() {
+        Some(libc::ELOOP) => io::Error::new(err.kind(), link_sentence(path)),
+        _ => err,
+    })?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::other(format!(

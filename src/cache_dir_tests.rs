@@ -253,15 +253,25 @@ fn our_files_open_without_following_links_and_private() {
     fs::write(&target, b"precious").unwrap();
     let link = tmp.path().join("s3syncfs.log");
     symlink(&target, &link).unwrap();
-    let err = open_file(&link, OpenOptions::new().append(true).create(true)).unwrap_err();
+    let err = open_file(&link, OpenOptions::new().append(true), true).unwrap_err();
     assert!(err.to_string().contains("is a symbolic link"), "{err}");
     assert_eq!(fs::read(&target).unwrap(), b"precious");
     let new = tmp.path().join("new");
-    open_file(&new, OpenOptions::new().write(true).create_new(true)).unwrap();
+    open_file(&new, OpenOptions::new().append(true), true).unwrap();
     assert_eq!(mode(&new), 0o600);
+    fs::write(&new, b"kept").unwrap();
+    open_file(&new, OpenOptions::new().append(true), true).unwrap();
+    assert_eq!(
+        fs::read(&new).unwrap(),
+        b"kept",
+        "an existing file is opened as it is"
+    );
+    let absent = tmp.path().join("absent");
+    let err = open_file(&absent, OpenOptions::new().read(true), false).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound);
     let fifo = tmp.path().join("dir");
     fs::create_dir(&fifo).unwrap();
-    assert!(open_file(&fifo, OpenOptions::new().read(true)).is_err());
+    assert!(open_file(&fifo, OpenOptions::new().read(true), false).is_err());
 }
 
 #[test]
@@ -270,4 +280,47 @@ fn content_file_names() {
     assert!(!is_content_file_name("00000000000000A1"));
     assert!(!is_content_file_name("a1"));
     assert!(!is_content_file_name("photo.jpg.00000000"));
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The cache dir a mount command line names.
+fn cache_dir_of(extra: &[&str]) -> std::path::PathBuf {
+    use clap::Parser;
+    let mut argv = strings(&["s3syncfs", "mount", "bucket", "/mnt"]);
+    argv.extend(strings(extra));
+    let argv = crate::cli::expand_options(argv).unwrap();
+    let crate::cli::Cmd::Mount(args) = crate::cli::Cli::try_parse_from(argv).unwrap().command
+    else {
+        panic!("not a mount");
+    };
+    args.options().unwrap().cache_dir
+}
+
+#[test]
+fn use_cache_is_a_root_and_cache_dir_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_str().unwrap();
+    fs::write(tmp.path().join("someone-elses.txt"), b"x").unwrap();
+    let with = |o: &str| cache_dir_of(&["-o", &format!("{o}={root}")]);
+    assert_eq!(with("use_cache"), tmp.path().join("bucket"));
+    assert_eq!(with("cache_dir"), tmp.path());
+    assert_eq!(name_for("bucket", "a/b/"), "bucket+a+b");
+    // What an earlier version made of use_cache=DIR stays the cache dir.
+    let old = tempfile::tempdir().unwrap();
+    fs::write(old.path().join("state.db"), b"SQLite format 3\0rest").unwrap();
+    fs::create_dir(old.path().join("data")).unwrap();
+    let old_root = old.path().to_str().unwrap();
+    assert_eq!(
+        cache_dir_of(&["-o", &format!("use_cache={old_root}")]),
+        old.path()
+    );
+    // Marked for another bucket, it is a root like any other.
+    let marked = tempfile::tempdir().unwrap();
+    prepare(marked.path(), &owner("other", "")).unwrap();
+    let marked_root = marked.path().to_str().unwrap();
+    let under = cache_dir_of(&["-o", &format!("use_cache={marked_root}")]);
+    assert_eq!(under, marked.path().join("bucket"));
 }

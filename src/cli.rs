@@ -384,7 +384,9 @@ impl MountArgs {
         let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
         let cache_dir = match (&self.cache_dir, &self.cache_root) {
             (Some(dir), _) => absolute(dir),
-            (None, Some(root)) => absolute(root).join(cache_dir_name(&bucket, prefix.as_str())),
+            (None, Some(root)) => {
+                crate::cache_dir::under_root(&absolute(root), &bucket, prefix.as_str())
+            }
             (None, None) => default_cache_dir(&bucket, prefix.as_str())?,
         };
         let credentials = match (&self.credentials_file, &self.profile) {
@@ -471,20 +473,8 @@ pub fn region_of_endpoint(endpoint: &str) -> Option<String> {
     (region != "s3" && !region.is_empty()).then(|| region.trim_start_matches("s3-").to_string())
 }
 
-/// The cache dir's name under a root: BUCKET, or BUCKET+PREFIX with `+` for `/`.
-fn cache_dir_name(bucket: &str, prefix: &str) -> String {
-    if prefix.is_empty() {
-        bucket.to_string()
-    } else {
-        format!(
-            "{bucket}+{}",
-            prefix.trim_end_matches('/').replace('/', "+")
-        )
-    }
-}
-
 fn default_cache_dir(bucket: &str, prefix: &str) -> anyhow::Result<PathBuf> {
-    let name = cache_dir_name(bucket, prefix);
+    let name = crate::cache_dir::name_for(bucket, prefix);
     if running_as_root() {
         return Ok(PathBuf::from("/var/cache/s3syncfs").join(name));
     }

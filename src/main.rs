@@ -156,10 +156,8 @@ fn daemonize(args: &MountArgs, argv: &[String]) -> ExitCode {
         return ExitCode::from(1);
     }
     let log_path = options.cache_dir.join("s3syncfs.log");
-    let log = match cache_dir::open_file(
-        &log_path,
-        std::fs::OpenOptions::new().create(true).append(true),
-    ) {
+    let log = match cache_dir::open_file(&log_path, std::fs::OpenOptions::new().append(true), true)
+    {
         Ok(f) => f,
         Err(err) => {
             eprintln!("s3syncfs: cannot write log {}: {err}", log_path.display());

@@ -107,7 +107,7 @@ fn lock_cache_dir(options: &MountOptions, notice: &dyn Fn(&str)) -> anyhow::Resu
     let dir = options.cache_dir.as_path();
     crate::cache_dir::prepare(dir, &cache_owner(options))?;
     let path = dir.join("lock");
-    let file = crate::cache_dir::open_file(&path, OpenOptions::new().create(true).write(true))
+    let file = crate::cache_dir::open_file(&path, OpenOptions::new().write(true), true)
         .with_context(|| format!("cannot open {}", path.display()))?;
     crate::handover::acquire(dir, &file, crate::handover::WAIT, notice)?;
     if let Err(err) = crate::handover::write_pid(&file) {
