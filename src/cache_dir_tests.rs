@@ -324,3 +324,18 @@ fn use_cache_is_a_root_and_cache_dir_exact() {
     let under = cache_dir_of(&["-o", &format!("use_cache={marked_root}")]);
     assert_eq!(under, marked.path().join("bucket"));
 }
+
+#[test]
+fn the_state_opens_below_linked_directories_but_never_through_a_linked_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("disk/cache");
+    prepare(&real, &owner("b", "")).unwrap();
+    symlink(tmp.path().join("disk"), tmp.path().join("linked")).unwrap();
+    let via_link = tmp.path().join("linked/cache/state.db");
+    drop(crate::state::StateDb::open(&via_link).unwrap());
+    assert!(real.join("state.db").is_file());
+    let target = tmp.path().join("elsewhere.db");
+    fs::rename(real.join("state.db"), &target).unwrap();
+    symlink(&target, real.join("state.db")).unwrap();
+    assert!(crate::state::StateDb::open(&via_link).is_err());
+}
