@@ -368,11 +368,12 @@ fn check_marker(dir: &Path, owner: &Owner) -> anyhow::Result<()> {
         != (owner.bucket.as_str(), owner.prefix.as_str())
     {
         bail!(
-            "cache dir {} is the cache of {} (its {MARKER} says so), not of {}: mount that \
+            "cache dir {} is the cache of {} (its {MARKER} says so), not of {}: mount {} \
              with it, or give this mount a cache dir of its own (cache_dir=)",
             dir.display(),
             source(&theirs),
-            source(owner)
+            source(owner),
+            source(&theirs)
         );
     }
     if theirs.endpoint != owner.endpoint {
