@@ -71,10 +71,15 @@ pub struct MountArgs {
     /// Path-style addressing (http://host/bucket/key) instead of virtual-hosted.
     #[arg(long)]
     pub path_style: bool,
-    /// Local directory for cached data, one per mount; default:
-    /// /var/cache/s3syncfs/BUCKET (root) or ~/.cache/s3syncfs/BUCKET.
-    #[arg(long)]
+    /// Local directory for cached data, one per mount, new, empty or already this
+    /// mount's (see docs/SECURITY.md); default: /var/cache/s3syncfs/BUCKET (root) or
+    /// ~/.cache/s3syncfs/BUCKET.
+    #[arg(long, conflicts_with = "cache_root")]
     pub cache_dir: Option<PathBuf>,
+    /// A directory to make the cache dir in: ROOT/BUCKET, or ROOT/BUCKET+PREFIX (s3fs's
+    /// use_cache=ROOT).
+    #[arg(long)]
+    pub cache_root: Option<PathBuf>,
     /// Most disk space cached data may take (512M, 10G ...); default: unlimited. Clean
     /// files are evicted least recently used first; changes not yet uploaded never are,
     /// and once they alone fill it, writes fail with ENOSPC.
@@ -112,9 +117,13 @@ pub struct MountArgs {
     /// where only root can enter (costs a request after each change to a directory).
     #[arg(long)]
     pub default_permissions: bool,
-    /// Mount read-only.
+    /// Mount read-only: nothing is written to the bucket (pending changes of an
+    /// earlier mount wait for the next read-write one).
     #[arg(long)]
     pub read_only: bool,
+    /// Mount over a directory that is not empty (its files are hidden until unmount).
+    #[arg(long)]
+    pub nonempty: bool,
     /// Serve every read and write through the daemon, never by kernel passthrough
     /// (which sends I/O of fully cached files straight to the cache file; needs root).
     #[arg(long)]
@@ -248,7 +257,10 @@ fn option_to_flags(item: &str) -> Result<Vec<String>, String> {
         "endpoint" | "url" => valued("endpoint"),
         "region" | "endpoint_region" => valued("region"),
         "path_style" | "use_path_request_style" => switch("path-style"),
-        "cache_dir" | "use_cache" => valued("cache-dir"),
+        "cache_dir" => valued("cache-dir"),
+        // s3fs: a root for a directory per bucket, never the cache dir itself.
+        "use_cache" => valued("cache-root"),
+        "nonempty" => switch("nonempty"),
         "profile" => valued("profile"),
         "credentials_file" | "passwd_file" => valued("credentials-file"),
         "allow_other" => switch("allow-other"),
@@ -376,9 +388,12 @@ impl MountArgs {
             bail!("endpoint {endpoint:?} must be a URL starting with http:// or https://");
         }
         let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
-        let cache_dir = match &self.cache_dir {
-            Some(dir) => absolute(dir),
-            None => default_cache_dir(&bucket, prefix.as_str())?,
+        let cache_dir = match (&self.cache_dir, &self.cache_root) {
+            (Some(dir), _) => absolute(dir),
+            (None, Some(root)) => {
+                crate::cache_dir::under_root(&absolute(root), &bucket, prefix.as_str())
+            }
+            (None, None) => default_cache_dir(&bucket, prefix.as_str())?,
         };
         let credentials = match (&self.credentials_file, &self.profile) {
             (Some(_), Some(_)) => bail!("give either credentials_file= or profile=, not both"),
@@ -425,6 +440,7 @@ impl MountArgs {
             // the daemon's own checks (access(2), exec bits in the kernel) are enough.
             kernel_permissions: self.default_permissions || self.allow_other || !running_as_root(),
             read_only: self.read_only,
+            nonempty: self.nonempty,
             passthrough: !self.no_passthrough,
             request_timeout: Duration::from_secs(self.request_timeout.max(1)),
             upload_delay: Duration::from_millis(self.upload_delay_ms),
@@ -465,14 +481,7 @@ pub fn region_of_endpoint(endpoint: &str) -> Option<String> {
 }
 
 fn default_cache_dir(bucket: &str, prefix: &str) -> anyhow::Result<PathBuf> {
-    let name = if prefix.is_empty() {
-        bucket.to_string()
-    } else {
-        format!(
-            "{bucket}+{}",
-            prefix.trim_end_matches('/').replace('/', "+")
-        )
-    };
+    let name = crate::cache_dir::name_for(bucket, prefix);
     if running_as_root() {
         return Ok(PathBuf::from("/var/cache/s3syncfs").join(name));
     }

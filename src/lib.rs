@@ -3,10 +3,12 @@
 
 pub mod access;
 pub mod cache;
+pub mod cache_dir;
 pub mod cli;
 pub mod client;
 pub mod control;
 pub mod credentials;
+pub mod daemon;
 pub mod etag;
 pub mod fs;
 pub mod fuse;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use s3syncfs::cli::{self, Cli, Cmd, MountArgs};
 use s3syncfs::client;
-use s3syncfs::mount;
+use s3syncfs::{cache_dir, daemon, mount};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -63,6 +63,11 @@ fn main() -> ExitCode {
 }
 
 fn mount_command(args: MountArgs, argv: &[String]) -> ExitCode {
+    if args.daemon_child {
+        // First, before this process opens anything of its own.
+        daemon::close_inherited();
+    }
+    daemon::private_umask();
     if !args.foreground && !args.daemon_child {
         return daemonize(&args, argv);
     }
@@ -86,6 +91,10 @@ fn mount_command(args: MountArgs, argv: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if args.daemon_child {
+        // Every path is absolute now.
+        daemon::leave_working_dir();
+    }
     let report_to_parent = args.daemon_child;
     let ready = move |result: Result<(), String>| {
         if report_to_parent {
@@ -141,19 +150,13 @@ fn daemonize(args: &MountArgs, argv: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let cache_dir = options.cache_dir;
-    if let Err(err) = std::fs::create_dir_all(&cache_dir) {
-        eprintln!(
-            "s3syncfs: cannot create cache dir {}: {err}",
-            cache_dir.display()
-        );
+    // The log goes into the cache dir: it must be ours before anything is written.
+    if let Err(err) = cache_dir::prepare(&options.cache_dir, &mount::cache_owner(&options)) {
+        eprintln!("s3syncfs: {err:#}");
         return ExitCode::from(1);
     }
-    let log_path = cache_dir.join("s3syncfs.log");
-    let log = match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let log_path = options.cache_dir.join("s3syncfs.log");
+    let log = match cache_dir::open_file(&log_path, std::fs::OpenOptions::new().append(true), true)
     {
         Ok(f) => f,
         Err(err) => {
@@ -164,14 +167,14 @@ fn daemonize(args: &MountArgs, argv: &[String]) -> ExitCode {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("s3syncfs"));
     let mut argv: Vec<String> = argv.iter().skip(1).cloned().collect();
     argv.push("--daemon-child".into());
-    use std::os::unix::process::CommandExt;
-    let child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .args(&argv)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(log)
-        .process_group(0)
-        .spawn();
+        .stderr(log);
+    daemon::new_session(&mut command);
+    let child = command.spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(err) => {

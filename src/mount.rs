@@ -39,6 +39,8 @@ pub struct MountOptions {
     /// The kernel checks permission bits (default_permissions).
     pub kernel_permissions: bool,
     pub read_only: bool,
+    /// Mount over a non-empty directory (s3fs's nonempty).
+    pub nonempty: bool,
     /// Hand fully cached files to the kernel (FUSE passthrough) when it allows.
     pub passthrough: bool,
     pub request_timeout: Duration,
@@ -91,21 +93,24 @@ pub fn parse_source(source: &str) -> anyhow::Result<(String, KeyPrefix)> {
 /// Holds an exclusive flock on the cache dir for the daemon's lifetime.
 struct CacheLock(#[allow(dead_code)] File);
 
-/// Locks the cache dir, taking it over from a daemon that is still uploading after
-/// its unmount (see `handover`), and writes our pid into the lock file.
-fn lock_cache_dir(dir: &Path, notice: &dyn Fn(&str)) -> anyhow::Result<CacheLock> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create cache dir {}", dir.display()))?;
-    // Cached data is the user's data: private to the daemon's user.
-    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .with_context(|| format!("cannot restrict permissions of {}", dir.display()))?;
+/// The cache dir's owner, as its marker names it.
+pub fn cache_owner(options: &MountOptions) -> crate::cache_dir::Owner {
+    crate::cache_dir::Owner {
+        endpoint: options.endpoint.clone(),
+        bucket: options.bucket.clone(),
+        prefix: options.prefix.as_str().to_string(),
+    }
+}
+
+/// Locks the cache dir (checked to be ours first: see `cache_dir`), taking it over
+/// from a daemon that is still uploading after its unmount (see `handover`), and
+/// writes our pid into the lock file.
+fn lock_cache_dir(options: &MountOptions, notice: &dyn Fn(&str)) -> anyhow::Result<CacheLock> {
+    let dir = options.cache_dir.as_path();
+    crate::cache_dir::prepare(dir, &cache_owner(options))?;
     let path = dir.join("lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cache dir {} is not writable", dir.display()))?;
+    let file = crate::cache_dir::open_file(&path, OpenOptions::new().write(true), true)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     crate::handover::acquire(dir, &file, crate::handover::WAIT, notice)?;
     if let Err(err) = crate::handover::write_pid(&file) {
         tracing::warn!(%err, "cannot write the pid into the cache dir's lock file");
@@ -132,7 +137,7 @@ fn check_fuse() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_mountpoint(path: &Path) -> anyhow::Result<()> {
+fn check_mountpoint(path: &Path, nonempty: bool) -> anyhow::Result<()> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("mountpoint {} does not exist", path.display()))?;
     if !meta.is_dir() {
@@ -141,7 +146,32 @@ fn check_mountpoint(path: &Path) -> anyhow::Result<()> {
     if is_mount_point(path) {
         bail!("mountpoint {} is already mounted", path.display());
     }
+    if !nonempty {
+        refuse_nonempty(path)?;
+    }
     Ok(())
+}
+
+/// A mount hides what its mountpoint holds until it is unmounted: a directory that
+/// is not empty is refused unless asked for (s3fs's nonempty).
+fn refuse_nonempty(path: &Path) -> anyhow::Result<()> {
+    let shown = path.display();
+    let mut entries = std::fs::read_dir(path)
+        .with_context(|| format!("cannot read mountpoint {shown}"))?
+        .filter_map(Result::ok);
+    let Some(first) = entries.next() else {
+        return Ok(());
+    };
+    let more = match entries.count() {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    bail!(
+        "mountpoint {shown} is not empty (it holds {:?}{more}): the mount would hide its \
+         files until unmounted. Mount on an empty directory, or add -o nonempty \
+         (--nonempty) to mount over them anyway",
+        first.file_name()
+    )
 }
 
 /// Whether something is mounted at `path` (mountinfo's fifth field, octal-escaped).
@@ -188,8 +218,8 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let setup = || -> anyhow::Result<_> {
         check_fuse()?;
-        check_mountpoint(&options.mountpoint)?;
-        let lock = lock_cache_dir(&options.cache_dir, notice)?;
+        check_mountpoint(&options.mountpoint, options.nonempty)?;
+        let lock = lock_cache_dir(&options, notice)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("s3syncfs-io")
@@ -210,7 +240,10 @@ pub fn run(
             connect_timeout: Duration::from_secs(5),
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let store: Arc<dyn ObjectStore> = Arc::new(store);
+        let store: Arc<dyn ObjectStore> = match options.read_only {
+            true => Arc::new(crate::store::read_only::ReadOnly(Arc::new(store))),
+            false => Arc::new(store),
+        };
         let state = StateDb::open(&options.cache_dir.join("state.db"))
             .with_context(|| format!("cannot open the state in {}", options.cache_dir.display()))?;
         // A mount that cannot work says so quickly (mount(8) and boot wait for it).
@@ -268,7 +301,7 @@ pub fn run(
                 open_check_wait: options.open_check_wait,
             },
         );
-        if online {
+        if online && !options.read_only {
             // Before the mount is ready, so no crash during writes can cut it short.
             let probe = crate::sync::probe_conditional_writes(&fs);
             let _ = runtime
@@ -340,7 +373,11 @@ pub fn run(
         fs.clone(),
         shutdown_rx.clone(),
     ));
-    let mut uploads = runtime.spawn(uploader.run(shutdown_rx, options.unmount_timeout));
+    // Read-only: nothing is written, pending changes of an earlier mount included.
+    let mut uploads = match options.read_only {
+        true => runtime.spawn(std::future::ready(())),
+        false => runtime.spawn(uploader.run(shutdown_rx, options.unmount_timeout)),
+    };
     let mut unmounter = session.unmount_callable();
     runtime.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};

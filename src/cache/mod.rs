@@ -10,6 +10,7 @@ mod usage;
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -31,15 +32,22 @@ impl Cache {
     /// the bytes of cache files on disk.
     pub fn open(dir: &Path, keep: &HashSet<String>, limit: Option<u64>) -> io::Result<Cache> {
         let data_dir = dir.join("data");
-        fs::create_dir_all(&data_dir)?;
+        match fs::DirBuilder::new().mode(0o700).create(&data_dir) {
+            Err(err) if err.kind() != io::ErrorKind::AlreadyExists => return Err(err),
+            _ => {}
+        }
         let mut highest = 0;
         for entry in fs::read_dir(&data_dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if keep.contains(&name) {
                 highest = highest.max(u64::from_str_radix(&name, 16).unwrap_or(0));
-            } else {
+            } else if crate::cache_dir::is_content_file_name(&name) && entry.file_type()?.is_file()
+            {
                 fs::remove_file(entry.path())?;
+            } else {
+                // Not a content file of ours (none is ever named otherwise): left alone.
+                tracing::warn!(path = %entry.path().display(), "unexpected entry in the cache, left alone");
             }
         }
         let next_id = Arc::new(AtomicU64::new(highest + 1));
@@ -59,7 +67,11 @@ impl Cache {
             ));
         }
         let path = self.data_dir.join(name);
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)?;
         Ok(Arc::new(Content::new(
             path,
             file,

@@ -113,11 +113,8 @@ impl Fs {
             if tree.is_being_deleted(&object.key, &object.etag) {
                 continue;
             }
-            if super::remote::is_own_probe(self.config.prefix.as_str(), &object.key) {
-                if super::remote::is_stale_probe(&object.key) {
-                    tree.queue_delete(object.key.clone(), Some(object.etag.clone()));
-                }
-                continue;
+            if super::reserved::is_own_probe(self.config.prefix.as_str(), &object.key) {
+                continue; // a probe left behind is removed by the next probe
             }
             match classify_child(prefix, &object.key) {
                 ChildKey::SelfMarker => {}

@@ -17,6 +17,7 @@ mod prefill;
 mod progress;
 mod remote;
 mod revalidate;
+mod reserved;
 pub mod tree;
 mod verify;
 pub mod wake;
@@ -43,7 +44,8 @@ pub use io::{Opened, SetAttr};
 pub use namespace::{Caller, DirEntry, RenameMode};
 pub use persist::cache_files_in_use;
 pub use progress::{Pending, SyncMark};
-pub use remote::{HeadChecked, PollScope, PROBE_NAME_START};
+pub use remote::{HeadChecked, PollScope};
+pub use reserved::{PROBE_NAME, PROBE_TAG};
 use tree::Tree;
 
 /// The reconciler's pace, as `status` shows it.

@@ -190,6 +190,7 @@ impl Fs {
         init: impl FnOnce(&mut super::tree::Inode),
     ) -> FsResult<u64> {
         check_name(name)?;
+        refuse_reserved(parent, name)?;
         self.listed_or_offline(parent)?;
         let mut tree = self.tree.lock();
         if tree.child(parent, name).is_some() {
@@ -315,6 +316,7 @@ impl Fs {
         mode: RenameMode,
     ) -> FsResult<()> {
         check_name(new_name)?;
+        refuse_reserved(new_parent, new_name)?;
         self.ensure_listed(parent)?;
         self.ensure_listed(new_parent)?;
         let ino = self
@@ -415,5 +417,14 @@ fn touch_dir(tree: &mut Tree, dir: u64, now: SystemTime) {
     if let Some(inode) = tree.get_mut(dir) {
         inode.attr.mtime = now;
         inode.attr.ctime = now;
+    }
+}
+
+/// The probe's reserved key cannot be made through the mount: a file there would be
+/// hidden from listings, and the probe would leave it alone rather than probe.
+fn refuse_reserved(parent: u64, name: &str) -> FsResult<()> {
+    match parent == super::ROOT && name == super::PROBE_NAME {
+        true => Err(FsError::Access),
+        false => Ok(()),
     }
 }

@@ -9,11 +9,9 @@ use std::time::Instant;
 use crate::store::{Listing, ObjectInfo, ObjectSummary, StoreError};
 
 use super::conflict::{KernelChange, RemoteVersion};
+use super::reserved::is_own_probe;
 use super::tree::{same_etag, Attr, Tree, ROOT};
 use super::Fs;
-
-/// Names this mount uses for itself in the bucket (the conditional-write probe).
-pub const PROBE_NAME_START: &str = ".s3syncfs-probe-";
 
 fn summary_version(key: &str, object: &ObjectSummary) -> RemoteVersion {
     RemoteVersion {
@@ -463,22 +461,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Whether `key` is a probe object of this project's (never shown).
-pub(super) fn is_own_probe(prefix: &str, key: &str) -> bool {
-    key.strip_prefix(prefix)
-        .is_some_and(|rest| rest.starts_with(PROBE_NAME_START))
-}
-
-/// A probe left behind by a daemon killed while probing (named `...-PID-NANOS`):
-/// older than an hour, it is no other mount's probe in progress.
-pub(super) fn is_stale_probe(key: &str) -> bool {
-    let nanos = key.rsplit('-').next().and_then(|n| n.parse::<u128>().ok());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    nanos.is_some_and(|at| now.saturating_sub(at) > 3600 * 1_000_000_000)
 }
 
 /// A HEAD where "no such object" is an answer, not an error.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{Content, RemoteSource};
 use crate::store::{Listing, ObjectSummary};
 
-use super::remote::is_own_probe;
+use super::reserved::is_own_probe;
 use super::tree::{same_etag, NodeKind};
 use super::{Fs, FsError, FsResult, ROOT};
 

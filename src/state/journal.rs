@@ -28,11 +28,8 @@ impl Journal {
     /// Opens (or creates) the journal at `path`; its readable records come back
     /// pending. A torn or damaged record (a power loss mid-write) ends the replay.
     pub fn open(path: &Path) -> io::Result<Journal> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)?;
+        let mut file =
+            crate::cache_dir::open_file(path, OpenOptions::new().read(true).append(true), true)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let pending = decode_all(&bytes);

@@ -158,7 +158,19 @@ CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 impl StateDb {
     pub fn open(path: &Path) -> StateResult<StateDb> {
-        let conn = Connection::open(path)?;
+        // Never through a link planted at the file (the cache dir checks say so in a
+        // sentence before this; here it is the last guard). SQLite's NOFOLLOW refuses a
+        // link anywhere in the path, and the directories above may well be links (a
+        // cache on another disk): it gets the path with those resolved.
+        let path = match (path.parent(), path.file_name()) {
+            (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => {
+                std::fs::canonicalize(dir).map_err(io_error)?.join(name)
+            }
+            _ => path.to_path_buf(),
+        };
+        let path = path.as_path();
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags)?;
         // Only this daemon opens the state (the cache dir's lock says so): without
         // file locks and shared memory, a commit is a few syscalls fewer.
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;

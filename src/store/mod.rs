@@ -4,6 +4,7 @@
 //! store with fault injection for unit tests.
 
 pub mod memory;
+pub mod read_only;
 pub mod s3;
 mod stats;
 mod url_key;

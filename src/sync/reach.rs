@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::fs::{Fs, PROBE_NAME_START};
+use crate::fs::{Fs, PROBE_NAME};
 
 /// How often an offline mount asks, and how long it waits for each answer.
 pub const PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs until `shutdown` turns true (or its sender goes).
 pub async fn probe_while_offline(fs: Arc<Fs>, mut shutdown: watch::Receiver<bool>) {
-    // A name of our own that never exists: "no such key" is an answer like any other.
-    let key = format!("{}{PROBE_NAME_START}reach", fs.config().prefix.as_str());
+    // The one name reserved for us: found or "no such key", either is an answer.
+    let key = format!("{}{PROBE_NAME}", fs.config().prefix.as_str());
     loop {
         tokio::select! {
             _ = tokio::time::sleep(PROBE_EVERY) => {}

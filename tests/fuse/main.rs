@@ -10,6 +10,7 @@ mod field;
 mod files;
 mod handover;
 mod hostile;
+mod hostile_host;
 mod integrity;
 mod kept_pages;
 mod model;
