@@ -123,6 +123,8 @@ pub struct Fs {
     pub poll_cadence: Mutex<Option<PollCadence>>,
     /// Keys already logged as impossible to show.
     skipped_logged: Mutex<std::collections::HashSet<String>>,
+    /// Keys already logged for unusable metadata (every open HEADs again).
+    metadata_warned: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Fs {
@@ -165,6 +167,7 @@ impl Fs {
             direct_use: DirectUse::default(),
             last_poll: AtomicU64::new(0),
             skipped_logged: Mutex::new(Default::default()),
+            metadata_warned: Mutex::new(Default::default()),
             poll_cadence: Mutex::new(None),
         });
         {

@@ -395,7 +395,8 @@ impl Fs {
         };
         inode.checked = Some(Instant::now());
         let mut from_bucket = inode.attr;
-        self.attrs_from_object(&mut from_bucket, info, inode.is_dir());
+        let key = inode.stored.as_ref().map_or("", |s| s.key.as_str());
+        self.attrs_from_object(&mut from_bucket, key, info, inode.is_dir());
         from_bucket.size = info.size;
         if inode.meta_known && same_kept_attrs(&inode.attr, &from_bucket) {
             return false;

@@ -6,7 +6,7 @@
 pub mod memory;
 pub mod s3;
 mod stats;
-mod url_key;
+pub(crate) mod url_key;
 
 use std::collections::HashMap;
 use std::ops::Range;
