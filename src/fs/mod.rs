@@ -228,6 +228,11 @@ impl Fs {
         {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(StoreError::NotFound(_))) => Err(FsError::NotFound),
+            // The bucket's policy, not a failure of the mount: EACCES, as on a disk.
+            Ok(Err(err @ StoreError::AccessDenied(_))) => {
+                tracing::warn!("{what}: {err}");
+                Err(FsError::Access)
+            }
             Ok(Err(err)) => {
                 tracing::warn!("{what}: {err}");
                 Err(FsError::Io(err.to_string()))

@@ -484,10 +484,8 @@ impl Drop for Reading<'_> {
 /// owner, size, and mtime to the second (s3fs's header), so that a local mtime's
 /// nanoseconds survive a HEAD of our own upload.
 fn same_kept_attrs(a: &Attr, b: &Attr) -> bool {
-    let secs = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    };
+    // The header as written, so times before 1970 compare too (floored seconds).
+    let secs = crate::mapping::format_mtime;
     (a.kind, a.perm, a.uid, a.gid, a.size) == (b.kind, b.perm, b.uid, b.gid, b.size)
         && secs(a.mtime) == secs(b.mtime)
 }

@@ -39,6 +39,8 @@ pub struct MemoryStore {
     replies_to_lose: AtomicU32,
     /// ... and this many requests after each loss fail too (the network still down).
     failures_after_loss: AtomicU32,
+    /// Every request is refused (AccessDenied) while set: a policy that forbids it.
+    denied: AtomicBool,
     stats: StoreStats,
 }
 
@@ -50,6 +52,11 @@ impl MemoryStore {
     /// Makes the next `n` requests fail as a network outage would.
     pub fn fail_next(&self, n: u32) {
         self.failures_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Refuses every request with AccessDenied (true) or serves them again (false).
+    pub fn deny(&self, denied: bool) {
+        self.denied.store(denied, Ordering::SeqCst);
     }
 
     /// The next `n` writes (PUT, multipart complete, copy, delete) take effect but
@@ -152,6 +159,9 @@ impl MemoryStore {
     }
 
     fn injected_fault(&self) -> StoreResult<()> {
+        if self.denied.load(Ordering::SeqCst) {
+            return Err(StoreError::AccessDenied("AccessDenied injected".into()));
+        }
         let left = self.failures_left.load(Ordering::SeqCst);
         if left > 0 {
             self.failures_left.store(left - 1, Ordering::SeqCst);
