@@ -5,6 +5,7 @@
 
 pub mod memory;
 pub mod s3;
+mod s3_errors;
 mod stats;
 pub(crate) mod url_key;
 

@@ -9,6 +9,7 @@ mod economy;
 mod files;
 mod handover;
 mod hostile;
+mod hostile_input;
 mod integrity;
 mod kept_pages;
 mod linux;
