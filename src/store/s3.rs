@@ -536,29 +536,19 @@ impl ObjectStore for S3Store {
         // No retries for a request nobody answered: a refused connection or a failed
         // handshake is said at once, in its own words, rather than retried until the
         // caller's deadline hides it. A busy server (5xx, throttling) gets two more.
-        let once = || {
-            aws_sdk_s3::config::Builder::default()
-                .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
-        };
+        use aws_sdk_s3::config::{retry::RetryConfig, Builder};
         let mut attempt = 0;
         loop {
             attempt += 1;
             StoreStats::count(&self.stats.lists, 1);
-            let sent = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .max_keys(1)
-                .customize()
-                .config_override(once())
+            let request = self.client.list_objects_v2().bucket(&self.bucket);
+            let sent = (request.max_keys(1).customize())
+                .config_override(Builder::default().retry_config(RetryConfig::disabled()))
                 .send()
                 .await;
-            let err = match sent {
-                Ok(_) => {
-                    self.stats.reached(true);
-                    return Ok(());
-                }
-                Err(err) => err,
+            let Err(err) = sent else {
+                self.stats.reached(true);
+                return Ok(());
             };
             let answered = matches!(err, SdkError::ServiceError(_));
             let err = self.failed(err, "");
