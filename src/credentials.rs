@@ -29,7 +29,9 @@ pub fn provider(
     match source {
         CredentialSource::PasswdFile(path) => {
             let creds = read_passwd_file(path, bucket)?;
-            Ok(SharedCredentialsProvider::new(creds))
+            Ok(SharedCredentialsProvider::new(KeptOutOfLogs(
+                SharedCredentialsProvider::new(creds),
+            )))
         }
         CredentialSource::Chain { profile } => {
             let mut profile_provider =
@@ -57,8 +59,35 @@ pub fn provider(
                     aws_config::imds::credentials::ImdsCredentialsProvider::builder().build(),
                 );
             }
-            Ok(SharedCredentialsProvider::new(chain))
+            Ok(SharedCredentialsProvider::new(KeptOutOfLogs(
+                SharedCredentialsProvider::new(chain),
+            )))
         }
+    }
+}
+
+/// Hands out what the inner provider does, and has the log redact each value first:
+/// the SDK traces the identity it signs with, access key included, and credentials
+/// from the chain change as they are refreshed.
+#[derive(Debug)]
+struct KeptOutOfLogs(SharedCredentialsProvider);
+
+impl ProvideCredentials for KeptOutOfLogs {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            let creds = self.0.provide_credentials().await?;
+            crate::logging::add_secret(creds.access_key_id());
+            crate::logging::add_secret(creds.secret_access_key());
+            if let Some(token) = creds.session_token() {
+                crate::logging::add_secret(token);
+            }
+            Ok(creds)
+        })
     }
 }
 
@@ -129,8 +158,10 @@ pub fn read_sse_c_key(path: &Path) -> anyhow::Result<crate::store::CustomerKey> 
                 )
             })?
     };
+    let key_base64 = base64::encode(&key);
+    crate::logging::add_secret(&key_base64);
     Ok(crate::store::CustomerKey {
-        key_base64: base64::encode(&key),
+        key_base64,
         md5_base64: base64::encode(Md5::digest(&key)),
     })
 }

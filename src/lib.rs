@@ -20,3 +20,6 @@ pub mod state;
 pub mod store;
 pub mod sync;
 pub mod units;
+
+#[cfg(test)]
+mod fuzz;

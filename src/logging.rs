@@ -1,6 +1,6 @@
 //! Logs: to stderr in the foreground; to syslog (journald under systemd) as well when
 //! daemonized. Repeated messages from one place are rate-limited, so a dead endpoint
-//! does not flood the journal.
+//! does not flood the journal. Secrets are removed from every line (`redact`).
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -13,6 +13,10 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
+
+mod redact;
+
+pub use redact::{add_secret, redact, REDACTED};
 
 /// Per call site, at most this many messages per window pass.
 const BURST: u32 = 10;
@@ -28,7 +32,7 @@ pub fn init(level: &str, syslog: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| redact::RedactingWriter(std::io::stderr()))
         .with_ansi(false);
     let syslog = syslog.then(|| {
         // SAFETY: openlog keeps the pointer: the identifier is a static C string.
@@ -98,7 +102,7 @@ impl<S: Subscriber> Layer<S> for Syslog {
         let mut line = Line::default();
         event.record(&mut line);
         let text = format!("{}: {}{}", meta.target(), line.message, line.fields);
-        if let Ok(text) = CString::new(text.replace('\0', " ")) {
+        if let Ok(text) = CString::new(redact(&text).replace('\0', " ")) {
             // SAFETY: a constant format string and one C string argument.
             unsafe { libc::syslog(priority, c"%s".as_ptr(), text.as_ptr()) };
         }

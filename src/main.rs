@@ -210,9 +210,12 @@ fn daemonize(args: &MountArgs, argv: &[String]) -> ExitCode {
             ExitCode::from(1)
         }
         _ => {
-            let status = child.wait();
+            let status = match child.wait() {
+                Ok(status) => status.to_string(),
+                Err(err) => err.to_string(),
+            };
             eprintln!(
-                "s3syncfs: the daemon exited ({status:?}) before the mount was ready; see {}",
+                "s3syncfs: the daemon exited ({status}) before the mount was ready; see {}",
                 log_path.display()
             );
             ExitCode::from(1)

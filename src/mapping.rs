@@ -3,9 +3,14 @@
 //! Keys that cannot be file names (`.`/`..` segments, `//`, NUL, components over
 //! 255 bytes) are refused here so no remote key can ever reach a local path.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use crate::store::Metadata;
+
+mod values;
+
+use values::for_log;
+pub use values::{format_mtime, parse_id, parse_mode, parse_mtime, MTIME_LIMIT_SECS};
 
 pub const S_IFMT: u32 = libc::S_IFMT;
 pub const S_IFREG: u32 = libc::S_IFREG;
@@ -128,67 +133,86 @@ impl Default for DefaultAttrs {
 }
 
 pub fn attrs_to_metadata(attrs: &StoredAttrs) -> Metadata {
-    let secs = attrs
-        .mtime
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
     Metadata::from([
         ("mode".to_string(), attrs.mode.to_string()),
         ("uid".to_string(), attrs.uid.to_string()),
         ("gid".to_string(), attrs.gid.to_string()),
-        ("mtime".to_string(), secs.to_string()),
+        ("mtime".to_string(), format_mtime(attrs.mtime)),
     ])
 }
 
+/// A metadata value that was there but could not be used: the default was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The header's name without `x-amz-meta-`.
+    pub name: &'static str,
+    /// The value as another client left it, escaped and cut short for a log line.
+    pub value: String,
+}
+
+/// What an object's metadata says, and which of its values were unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAttrs {
+    pub attrs: StoredAttrs,
+    pub rejected: Vec<Rejected>,
+}
+
 /// Reads s3fs headers (`mode`, `uid`, `gid`, `mtime`) and rclone's fractional `mtime`;
-/// whatever is missing or unreadable comes from `defaults`, with `is_dir` picking the type.
+/// whatever is missing comes from `defaults` (the mtime from `last_modified`), with
+/// `is_dir` picking the type. A value present but unusable (another client's
+/// garbage, out of range) also takes the default and is listed in `rejected`.
 pub fn attrs_from_metadata(
     metadata: &Metadata,
     defaults: &DefaultAttrs,
     is_dir: bool,
     last_modified: SystemTime,
-) -> StoredAttrs {
-    let number = |name: &str| {
-        metadata
-            .get(name)
-            .and_then(|v| v.trim().parse::<u32>().ok())
-    };
-    let default_mode = if is_dir {
-        S_IFDIR | defaults.dir_mode
-    } else {
-        S_IFREG | defaults.file_mode
-    };
-    let mode = match number("mode") {
+) -> ReadAttrs {
+    let mut rejected = Vec::new();
+    let mode = read(metadata, "mode", parse_mode, &mut rejected).map(u32::from);
+    let uid = read(metadata, "uid", parse_id, &mut rejected);
+    let gid = read(metadata, "gid", parse_id, &mut rejected);
+    let mtime = read(metadata, "mtime", parse_mtime, &mut rejected).unwrap_or(last_modified);
+    let mode = match mode {
         Some(mode) if is_dir => S_IFDIR | (mode & 0o7777),
-        Some(mode) if mode & S_IFMT == S_IFLNK => mode,
+        Some(mode) if mode & S_IFMT == S_IFLNK => S_IFLNK | (mode & 0o7777),
         Some(mode) => S_IFREG | (mode & 0o7777),
-        None => default_mode,
+        None if is_dir => S_IFDIR | defaults.dir_mode,
+        None => S_IFREG | defaults.file_mode,
     };
-    let mtime = metadata
-        .get("mtime")
-        .and_then(|v| parse_epoch(v))
-        .unwrap_or(last_modified);
-    StoredAttrs {
-        mode,
-        uid: number("uid").unwrap_or(defaults.uid),
-        gid: number("gid").unwrap_or(defaults.gid),
-        mtime,
+    ReadAttrs {
+        attrs: StoredAttrs {
+            mode,
+            uid: uid.unwrap_or(defaults.uid),
+            gid: gid.unwrap_or(defaults.gid),
+            mtime,
+        },
+        rejected,
     }
 }
 
-/// Epoch seconds, whole (s3fs) or fractional (rclone).
-fn parse_epoch(value: &str) -> Option<SystemTime> {
-    let seconds: f64 = value.trim().parse().ok()?;
-    if !seconds.is_finite() || seconds < 0.0 {
-        return None;
+/// The value of header `name` if it is there and `parse` takes it; one it refuses
+/// goes to `rejected`.
+fn read<T>(
+    metadata: &Metadata,
+    name: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+    rejected: &mut Vec<Rejected>,
+) -> Option<T> {
+    let value = metadata.get(name)?;
+    let parsed = parse(value);
+    if parsed.is_none() {
+        rejected.push(Rejected {
+            name,
+            value: for_log(value),
+        });
     }
-    Some(UNIX_EPOCH + Duration::from_secs_f64(seconds))
+    parsed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn defaults() -> DefaultAttrs {
         DefaultAttrs {
@@ -258,14 +282,14 @@ mod tests {
         };
         let metadata = attrs_to_metadata(&attrs);
         assert_eq!(metadata["mode"], (S_IFREG | 0o640).to_string());
-        let back = attrs_from_metadata(&metadata, &defaults(), false, UNIX_EPOCH);
+        let back = attrs_from_metadata(&metadata, &defaults(), false, UNIX_EPOCH).attrs;
         assert_eq!(back, attrs);
     }
 
     #[test]
     fn symlink_mode_is_kept() {
         let metadata = Metadata::from([("mode".into(), (S_IFLNK | 0o777).to_string())]);
-        let attrs = attrs_from_metadata(&metadata, &defaults(), false, UNIX_EPOCH);
+        let attrs = attrs_from_metadata(&metadata, &defaults(), false, UNIX_EPOCH).attrs;
         assert_eq!(attrs.mode, S_IFLNK | 0o777);
     }
 
@@ -273,33 +297,178 @@ mod tests {
     fn missing_metadata_uses_defaults_and_last_modified() {
         let lm = UNIX_EPOCH + Duration::from_secs(42);
         let file = attrs_from_metadata(&Metadata::new(), &defaults(), false, lm);
+        assert!(file.rejected.is_empty());
+        let file = file.attrs;
         assert_eq!(file.mode, S_IFREG | 0o644);
         assert_eq!((file.uid, file.gid, file.mtime), (1000, 100, lm));
-        let dir = attrs_from_metadata(&Metadata::new(), &defaults(), true, lm);
+        let dir = attrs_from_metadata(&Metadata::new(), &defaults(), true, lm).attrs;
         assert_eq!(dir.mode, S_IFDIR | 0o755);
     }
 
     #[test]
     fn rclone_fractional_mtime_is_read() {
         let metadata = Metadata::from([("mtime".into(), "1700000000.5".into())]);
-        let attrs = attrs_from_metadata(&metadata, &defaults(), false, UNIX_EPOCH);
+        let attrs = attrs_from_metadata(&metadata, &defaults(), false, UNIX_EPOCH).attrs;
         assert_eq!(
             attrs.mtime,
             UNIX_EPOCH + Duration::from_millis(1_700_000_000_500)
         );
     }
 
-    #[test]
-    fn garbage_metadata_falls_back() {
-        let metadata = Metadata::from([
-            ("mode".into(), "rwx".into()),
-            ("uid".into(), "-1".into()),
-            ("mtime".into(), "NaN".into()),
+    /// Attributes read from one hostile header beside well-formed others.
+    fn with(name: &str, value: &str) -> ReadAttrs {
+        let mut metadata = Metadata::from([
+            ("mode".into(), (S_IFREG | 0o600).to_string()),
+            ("uid".into(), "12".into()),
+            ("gid".into(), "34".into()),
+            ("mtime".into(), "1700000000".into()),
         ]);
-        let lm = UNIX_EPOCH + Duration::from_secs(7);
-        let attrs = attrs_from_metadata(&metadata, &defaults(), false, lm);
-        assert_eq!(attrs.mode, S_IFREG | 0o644);
-        assert_eq!(attrs.uid, 1000);
-        assert_eq!(attrs.mtime, lm);
+        metadata.insert(name.into(), value.into());
+        attrs_from_metadata(
+            &metadata,
+            &defaults(),
+            false,
+            UNIX_EPOCH + Duration::from_secs(7),
+        )
+    }
+
+    fn assert_rejected(name: &str, value: &str) {
+        let read = with(name, value);
+        let expected = StoredAttrs {
+            mode: if name == "mode" {
+                S_IFREG | 0o644
+            } else {
+                S_IFREG | 0o600
+            },
+            uid: if name == "uid" { 1000 } else { 12 },
+            gid: if name == "gid" { 100 } else { 34 },
+            mtime: if name == "mtime" {
+                UNIX_EPOCH + Duration::from_secs(7)
+            } else {
+                UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+            },
+        };
+        assert_eq!(read.attrs, expected, "{name}: {value:?}");
+        assert_eq!(read.rejected.len(), 1, "{name}: {value:?}");
+        assert_eq!(read.rejected[0].name, name);
+    }
+
+    #[test]
+    fn a_huge_mtime_takes_last_modified() {
+        assert_rejected("mtime", "1e20");
+        assert_rejected("mtime", "100000000000000000000");
+    }
+
+    #[test]
+    fn an_mtime_of_two_to_the_64_takes_last_modified() {
+        assert_rejected("mtime", "18446744073709551616");
+        assert_rejected("mtime", "18446744073709551615");
+        assert_rejected("mtime", "-18446744073709551616");
+    }
+
+    #[test]
+    fn an_mtime_past_the_state_range_takes_last_modified() {
+        assert_rejected("mtime", &(MTIME_LIMIT_SECS + 1).to_string());
+        assert_rejected("mtime", &format!("-{}", MTIME_LIMIT_SECS + 1));
+        let edge = with("mtime", &format!("-{MTIME_LIMIT_SECS}.999999999"));
+        assert!(edge.rejected.is_empty());
+        let edge = with("mtime", &format!("{MTIME_LIMIT_SECS}.999999999"));
+        assert!(edge.rejected.is_empty());
+    }
+
+    #[test]
+    fn nan_and_infinite_mtimes_take_last_modified() {
+        for value in ["NaN", "nan", "inf", "-inf", "infinity", "+Inf"] {
+            assert_rejected("mtime", value);
+        }
+    }
+
+    #[test]
+    fn exponent_forms_take_last_modified() {
+        for value in ["1e9", "1E9", "1.7e9", "17e-1", "0x10"] {
+            assert_rejected("mtime", value);
+        }
+    }
+
+    #[test]
+    fn malformed_mtimes_take_last_modified() {
+        let values = [
+            "abc", "", " ", "-", ".", "1.", ".5", "1.5.5", "--1", "- 1", "1 2", "1,5", "+5",
+            "12\0", "١٢٣", // Arabic-Indic digits are not ASCII digits
+        ];
+        for value in values {
+            assert_rejected("mtime", value);
+        }
+        assert_rejected("mtime", &"1".repeat(100));
+        assert_rejected("mtime", &format!("1.{}", "0".repeat(100)));
+    }
+
+    #[test]
+    fn a_negative_mtime_is_before_1970() {
+        assert_eq!(
+            with("mtime", "-1").attrs.mtime,
+            UNIX_EPOCH - Duration::from_secs(1)
+        );
+        // s3fs's tv_sec.tv_nsec: the fraction adds to the floored seconds.
+        assert_eq!(
+            with("mtime", "-2.500000000").attrs.mtime,
+            UNIX_EPOCH - Duration::from_millis(1500)
+        );
+        assert_eq!(
+            with("mtime", "-1000000000").attrs.mtime,
+            UNIX_EPOCH - Duration::from_secs(1_000_000_000)
+        );
+    }
+
+    #[test]
+    fn a_mode_past_16_bits_takes_the_default() {
+        assert_rejected("mode", "99999999999");
+        assert_rejected("mode", "65536");
+        assert_eq!(with("mode", "65535").attrs.mode, S_IFREG | 0o7777);
+    }
+
+    #[test]
+    fn garbage_modes_take_the_default() {
+        for value in ["rwx", "-1", "0o644", "0x1a4", "644.0", "", "+420", "1e3"] {
+            assert_rejected("mode", value);
+        }
+    }
+
+    #[test]
+    fn negative_or_huge_ids_take_the_defaults() {
+        let values = [
+            "-5",
+            "-1",
+            "4294967295",
+            "4294967296",
+            "99999999999999999999999",
+            "abc",
+            "1.5",
+        ];
+        for value in values {
+            assert_rejected("uid", value);
+            assert_rejected("gid", value);
+        }
+        assert_eq!(with("uid", "4294967294").attrs.uid, 4_294_967_294);
+        assert_eq!(with("gid", "0").attrs.gid, 0);
+    }
+
+    #[test]
+    fn a_rejected_value_is_escaped_and_cut_for_the_log() {
+        let read = with("mtime", &format!("\u{1b}[31m\n{}", "x".repeat(200)));
+        let shown = &read.rejected[0].value;
+        assert!(shown.chars().count() <= 80, "{shown}");
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\n'),
+            "{shown}"
+        );
+        assert_eq!(with("uid", "a\nb").rejected[0].value, "a\\nb");
+    }
+
+    #[test]
+    fn a_directory_ignores_file_type_bits() {
+        let metadata = Metadata::from([("mode".into(), (S_IFLNK | 0o700).to_string())]);
+        let attrs = attrs_from_metadata(&metadata, &defaults(), true, UNIX_EPOCH).attrs;
+        assert_eq!(attrs.mode, S_IFDIR | 0o700);
     }
 }

@@ -190,21 +190,29 @@ pub(crate) fn is_mount_point(path: &Path) -> bool {
         .any(|line| line.split(' ').nth(4) == Some(target.as_str()))
 }
 
+/// The startup check's failure as a sentence that says what to check.
 fn explain_access_error(err: StoreError, options: &MountOptions) -> anyhow::Error {
+    let bucket = &options.bucket;
     match err {
-        StoreError::NoSuchBucket(b) => {
-            anyhow::anyhow!("bucket {b:?} does not exist at {}", options.endpoint)
-        }
-        StoreError::AccessDenied(why) => {
-            anyhow::anyhow!(
-                "the endpoint refused the credentials for bucket {:?}: {why}",
-                options.bucket
-            )
-        }
-        StoreError::Transient(why) | StoreError::Other(why) => {
-            anyhow::anyhow!("cannot reach {}: {why}", options.endpoint)
-        }
-        other => anyhow::anyhow!("checking bucket {:?}: {other}", options.bucket),
+        StoreError::NoSuchBucket(b) => anyhow::anyhow!(
+            "bucket {b:?} does not exist at {}: check the bucket name and the endpoint",
+            options.endpoint
+        ),
+        // The credentials are good but may not list the bucket (a policy).
+        StoreError::AccessDenied(why) if why.starts_with("AccessDenied") => anyhow::anyhow!(
+            "the endpoint denies these credentials access to bucket {bucket:?} ({why}): the \
+             bucket's policy or the key's permissions must allow listing it"
+        ),
+        StoreError::AccessDenied(why) => anyhow::anyhow!(
+            "the endpoint refused the credentials for bucket {bucket:?} ({why}): check the \
+             access key and secret (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, profile= \
+             or credentials_file=)"
+        ),
+        StoreError::Transient(why) => anyhow::anyhow!("cannot reach {}: {why}", options.endpoint),
+        other => anyhow::anyhow!(
+            "checking bucket {bucket:?} at {} failed: {other}",
+            options.endpoint
+        ),
     }
 }
 
@@ -260,9 +268,10 @@ pub fn run(
                 // Known offline from the start: reads of what is not cached fail at once.
                 store.stats().reached(false);
                 Some(anyhow::anyhow!(
-                    "cannot reach {}: no answer within {:?}",
+                    "cannot reach {}: no answer within {} s: is the endpoint up and reachable \
+                     from here?",
                     options.endpoint,
-                    startup_check
+                    startup_check.as_secs()
                 ))
             }
         };

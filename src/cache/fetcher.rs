@@ -115,6 +115,10 @@ impl Fetcher {
                                 io::ErrorKind::StaleNetworkFileHandle,
                                 format!("GET {key}: deleted in the bucket"),
                             )),
+                            Ok(Err(e @ StoreError::AccessDenied(_))) => Err(io::Error::new(
+                                io::ErrorKind::PermissionDenied,
+                                format!("GET {key}: {e}"),
+                            )),
                             Ok(Err(e)) => Err(io::Error::other(format!("GET {key}: {e}"))),
                             Ok(Ok(_)) => Ok(()),
                         }

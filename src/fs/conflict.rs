@@ -234,7 +234,7 @@ impl Fs {
         let info = &remote.info;
         let mut attr = self.default_attr(NodeKind::File, info.size, info.last_modified);
         if remote.metadata_known {
-            self.attrs_from_object(&mut attr, info, false);
+            self.attrs_from_object(&mut attr, &remote.key, info, false);
         }
         let new = tree.insert(parent, name, attr, false);
         tree.set_stored(

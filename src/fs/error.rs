@@ -33,6 +33,9 @@ impl From<std::io::Error> for FsError {
     fn from(err: std::io::Error) -> Self {
         if err.raw_os_error() == Some(libc::ENOSPC) {
             FsError::NoSpace
+        } else if err.kind() == std::io::ErrorKind::PermissionDenied {
+            // Also how a fetch reports the bucket's AccessDenied.
+            FsError::Access
         } else if err.kind() == std::io::ErrorKind::StaleNetworkFileHandle {
             FsError::Stale(err.to_string())
         } else {

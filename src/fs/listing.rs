@@ -256,7 +256,7 @@ impl Fs {
         let Some(inode) = tree.get_mut(ino) else {
             return;
         };
-        self.attrs_from_object(&mut inode.attr, info, is_dir);
+        self.attrs_from_object(&mut inode.attr, key, info, is_dir);
         if !is_dir {
             inode.attr.size = info.size;
         }
@@ -265,14 +265,34 @@ impl Fs {
     }
 
     /// Sets the attributes an object's metadata carries (s3fs headers, else the mount's
-    /// defaults): symlink type, mode, owner, mtime.
-    pub(super) fn attrs_from_object(&self, attr: &mut Attr, info: &ObjectInfo, is_dir: bool) {
-        let stored = attrs_from_metadata(
+    /// defaults): symlink type, mode, owner, mtime. Values another client left that
+    /// cannot be used are logged once per key.
+    pub(super) fn attrs_from_object(
+        &self,
+        attr: &mut Attr,
+        key: &str,
+        info: &ObjectInfo,
+        is_dir: bool,
+    ) {
+        let read = attrs_from_metadata(
             &info.metadata,
             &self.config.defaults,
             is_dir,
             info.last_modified,
         );
+        if !read.rejected.is_empty() && self.metadata_warned.lock().insert(key.to_string()) {
+            let values: Vec<String> = read
+                .rejected
+                .iter()
+                .map(|r| format!("{}={}", r.name, r.value))
+                .collect();
+            tracing::warn!(
+                key = %key.escape_debug(),
+                "unusable metadata ({}): the defaults are shown instead",
+                values.join(", ")
+            );
+        }
+        let stored = read.attrs;
         if !is_dir && stored.mode & S_IFMT == S_IFLNK {
             attr.kind = NodeKind::Symlink;
         }

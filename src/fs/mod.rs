@@ -16,8 +16,8 @@ pub mod plan;
 mod prefill;
 mod progress;
 mod remote;
-mod revalidate;
 mod reserved;
+mod revalidate;
 pub mod tree;
 mod verify;
 pub mod wake;
@@ -136,6 +136,8 @@ pub struct Fs {
     /// Files whose check against the bucket (the HEAD at open) is under way, and
     /// where its finding will be.
     checking: Mutex<HashMap<u64, revalidate::Finding>>,
+    /// Keys already logged for unusable metadata (every open HEADs again).
+    metadata_warned: Mutex<HashSet<String>>,
 }
 
 impl Fs {
@@ -180,6 +182,7 @@ impl Fs {
             direct_use: DirectUse::default(),
             last_poll: AtomicU64::new(0),
             skipped_logged: Mutex::new(Default::default()),
+            metadata_warned: Mutex::new(Default::default()),
             poll_cadence: Mutex::new(None),
             checking: Mutex::new(HashMap::new()),
         });
@@ -259,6 +262,11 @@ impl Fs {
         {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(StoreError::NotFound(_))) => Err(FsError::NotFound),
+            // The bucket's policy, not a failure of the mount: EACCES, as on a disk.
+            Ok(Err(err @ StoreError::AccessDenied(_))) => {
+                tracing::warn!("{what}: {err}");
+                Err(FsError::Access)
+            }
             Ok(Err(err)) => {
                 tracing::warn!("{what}: {err}");
                 Err(FsError::Io(err.to_string()))

@@ -10,6 +10,15 @@ use super::io::Opened;
 use super::tree::{Attr, NodeKind, Tree};
 use super::{check_name, Fs, FsError, FsResult};
 
+/// The longest symlink target: PATH_MAX less its NUL. symlink(2) takes no more, and it
+/// is all a FUSE readlink reply can carry (a page less one byte), so a longer target
+/// from another client could never be handed to the kernel.
+pub const SYMLINK_TARGET_MAX: usize = 4095;
+
+/// The largest object taken as a symlink's body: the target of a symlink is read into
+/// memory whole, and a "symlink" of gigabytes (a mode header on any object) must not.
+const SYMLINK_BODY_MAX: u64 = 64 << 10;
+
 /// Who asks, for the owner of what they create.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
@@ -171,6 +180,9 @@ impl Fs {
         target: &str,
         caller: Caller,
     ) -> FsResult<Attr> {
+        if target.len() > SYMLINK_TARGET_MAX {
+            return Err(FsError::NameTooLong);
+        }
         let ino = self.add_node(parent, name, NodeKind::Symlink, 0o777, caller, |inode| {
             inode.symlink_target = Some(target.to_string());
             inode.attr.size = target.len() as u64;
@@ -223,7 +235,27 @@ impl Fs {
         Ok(ino)
     }
 
+    /// A symlink's target, as the kernel can take it: one of another client's that is
+    /// too long for it is EIO (what the kernel would make of a reply it cannot take).
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
+        let target = self.symlink_target(ino)?;
+        if target.len() > SYMLINK_TARGET_MAX {
+            let tree = self.tree.lock();
+            let key = tree
+                .get(ino)
+                .and_then(|i| i.stored.as_ref())
+                .map(|s| s.key.as_str());
+            return Err(FsError::Io(format!(
+                "symlink {}: its target is {} bytes, more than the kernel takes ({SYMLINK_TARGET_MAX})",
+                key.unwrap_or_default().escape_debug(),
+                target.len()
+            )));
+        }
+        Ok(target)
+    }
+
+    /// A symlink's target: held here, or the body of its object (fetched once).
+    pub(super) fn symlink_target(&self, ino: u64) -> FsResult<String> {
         let key = {
             let tree = self.tree.lock();
             let inode = tree.get(ino).ok_or(FsError::NotFound)?;
@@ -233,9 +265,16 @@ impl Fs {
             if let Some(target) = &inode.symlink_target {
                 return Ok(target.clone());
             }
-            inode.stored.as_ref().ok_or(FsError::NotFound)?.key.clone()
+            let key = inode.stored.as_ref().ok_or(FsError::NotFound)?.key.clone();
+            if inode.attr.size > SYMLINK_BODY_MAX {
+                return Err(too_big_for_a_symlink(&key, inode.attr.size));
+            }
+            key
         };
         let body = self.block_on(&format!("GET {key}"), self.store.get(&key))?;
+        if body.len() as u64 > SYMLINK_BODY_MAX {
+            return Err(too_big_for_a_symlink(&key, body.len() as u64));
+        }
         let target = String::from_utf8_lossy(&body).into_owned();
         if let Some(inode) = self.tree.lock().get_mut(ino) {
             inode.symlink_target = Some(target.clone());
@@ -427,4 +466,11 @@ fn refuse_reserved(parent: u64, name: &str) -> FsResult<()> {
         true => Err(FsError::Access),
         false => Ok(()),
     }
+}
+
+fn too_big_for_a_symlink(key: &str, size: u64) -> FsError {
+    FsError::Io(format!(
+        "{} is marked a symlink but holds {size} bytes, too many for a target",
+        key.escape_debug()
+    ))
 }

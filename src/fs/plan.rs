@@ -611,7 +611,7 @@ impl Fs {
             };
             if inode.attr.kind == NodeKind::Symlink {
                 drop(tree);
-                return self.readlink(ino).map(|_| ());
+                return self.symlink_target(ino).map(|_| ());
             }
             (inode.content.clone(), inode.attr.size, tree.source_of(ino))
         };

@@ -313,7 +313,8 @@ impl Fs {
         };
         inode.checked = Some(Instant::now());
         let mut from_bucket = inode.attr;
-        self.attrs_from_object(&mut from_bucket, info, inode.is_dir());
+        let key = inode.stored.as_ref().map_or("", |s| s.key.as_str());
+        self.attrs_from_object(&mut from_bucket, key, info, inode.is_dir());
         from_bucket.size = info.size;
         if inode.meta_known && same_kept_attrs(&inode.attr, &from_bucket) {
             return false;
@@ -401,10 +402,8 @@ impl Drop for Reading<'_> {
 /// owner, size, and mtime to the second (s3fs's header), so that a local mtime's
 /// nanoseconds survive a HEAD of our own upload.
 fn same_kept_attrs(a: &Attr, b: &Attr) -> bool {
-    let secs = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    };
+    // The header as written, so times before 1970 compare too (floored seconds).
+    let secs = crate::mapping::format_mtime;
     (a.kind, a.perm, a.uid, a.gid, a.size) == (b.kind, b.perm, b.uid, b.gid, b.size)
         && secs(a.mtime) == secs(b.mtime)
 }

@@ -41,6 +41,8 @@ pub struct MemoryStore {
     failures_after_loss: AtomicU32,
     /// While true, requests wait without an answer (a hung endpoint).
     hung: Hang,
+    /// Every request is refused (AccessDenied) while set: a policy that forbids it.
+    denied: AtomicBool,
     stats: StoreStats,
 }
 
@@ -61,6 +63,11 @@ impl MemoryStore {
     /// Makes the next `n` requests fail as a network outage would.
     pub fn fail_next(&self, n: u32) {
         self.failures_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Refuses every request with AccessDenied (true) or serves them again (false).
+    pub fn deny(&self, denied: bool) {
+        self.denied.store(denied, Ordering::SeqCst);
     }
 
     /// The next `n` writes (PUT, multipart complete, copy, delete) take effect but
@@ -174,6 +181,9 @@ impl MemoryStore {
         let mut hung = self.hung.0.subscribe();
         // (The sender lives in self: the wait cannot fail.)
         let _ = hung.wait_for(|on| !*on).await;
+        if self.denied.load(Ordering::SeqCst) {
+            return Err(StoreError::AccessDenied("AccessDenied injected".into()));
+        }
         let left = self.failures_left.load(Ordering::SeqCst);
         if left > 0 {
             self.failures_left.store(left - 1, Ordering::SeqCst);

@@ -6,8 +6,9 @@
 pub mod memory;
 pub mod read_only;
 pub mod s3;
+mod s3_errors;
 mod stats;
-mod url_key;
+pub(crate) mod url_key;
 
 use std::collections::HashMap;
 use std::ops::Range;

@@ -16,6 +16,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, EncodingType, MetadataDirectiv
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
+use super::s3_errors::map_err;
 use super::{
     expect_version, same_etag, version_changed, CompletedPart, Encryption, FileRange, Listing,
     Metadata, ObjectInfo, ObjectStore, ObjectSummary, PieceSink, StoreError, StoreResult,
@@ -194,48 +195,6 @@ impl S3Store {
 /// sends everything).
 fn range_header(range: &Range<u64>) -> String {
     format!("bytes={}-{}", range.start, range.end - 1)
-}
-
-/// Turns any SDK error into the store's error kinds, keeping the server's words.
-fn map_err<E>(err: SdkError<E, HttpResponse>, key: &str, bucket: &str) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    match &err {
-        SdkError::TimeoutError(_) => return StoreError::Transient("request timed out".into()),
-        SdkError::DispatchFailure(e) => {
-            return StoreError::Transient(format!("cannot reach endpoint: {e:?}"))
-        }
-        SdkError::ResponseError(_) => {
-            return StoreError::Transient("malformed or interrupted response".into())
-        }
-        _ => {}
-    }
-    let code = err.code().unwrap_or("").to_string();
-    let message = err.message().unwrap_or("").to_string();
-    match (code.as_str(), status) {
-        ("NoSuchBucket", _) => StoreError::NoSuchBucket(bucket.to_string()),
-        ("NoSuchKey" | "NotFound", _) | (_, Some(404)) => StoreError::NotFound(key.to_string()),
-        ("PreconditionFailed", _) | (_, Some(412)) => StoreError::PreconditionFailed,
-        // Only ranged GETs of bytes the version held here has: the bucket holds another.
-        ("InvalidRange", _) | (_, Some(416)) => {
-            version_changed(key, "unknown: shorter than the version held here")
-        }
-        ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch", _) | (_, Some(403)) => {
-            StoreError::AccessDenied(format!("{code} {message}").trim().to_string())
-        }
-        (
-            "SlowDown"
-            | "ServiceUnavailable"
-            | "InternalError"
-            | "RequestTimeout"
-            | "ConditionalRequestConflict",
-            _,
-        ) => StoreError::Transient(format!("{code} {message}")),
-        (_, Some(s)) if s >= 500 || s == 429 => StoreError::Transient(format!("HTTP {s} {code}")),
-        _ => StoreError::Other(format!("{code} {message} ({err:?})")),
-    }
 }
 
 fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> SystemTime {
@@ -574,16 +533,30 @@ impl ObjectStore for S3Store {
     }
 
     async fn check_access(&self) -> StoreResult<()> {
-        StoreStats::count(&self.stats.lists, 1);
-        self.client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .max_keys(1)
-            .send()
-            .await
-            .inspect(|_| self.stats.reached(true))
-            .map_err(|e| self.failed(e, ""))?;
-        Ok(())
+        // No retries for a request nobody answered: a refused connection or a failed
+        // handshake is said at once, in its own words, rather than retried until the
+        // caller's deadline hides it. A busy server (5xx, throttling) gets two more.
+        use aws_sdk_s3::config::{retry::RetryConfig, Builder};
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            StoreStats::count(&self.stats.lists, 1);
+            let request = self.client.list_objects_v2().bucket(&self.bucket);
+            let sent = (request.max_keys(1).customize())
+                .config_override(Builder::default().retry_config(RetryConfig::disabled()))
+                .send()
+                .await;
+            let Err(err) = sent else {
+                self.stats.reached(true);
+                return Ok(());
+            };
+            let answered = matches!(err, SdkError::ServiceError(_));
+            let err = self.failed(err, "");
+            if !(answered && err.is_retryable() && attempt < 3) {
+                return Err(err);
+            }
+            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+        }
     }
 
     fn stats(&self) -> &StoreStats {

@@ -11,10 +11,11 @@ pub fn decode(encoded: &str) -> Option<String> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| {
-                    let h = std::str::from_utf8(h).ok()?;
-                    u8::from_str_radix(h, 16).ok()
-                });
+                // Two hex digits exactly (from_str_radix alone would take `%+1`).
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
                 match hex {
                     Some(byte) => {
                         out.push(byte);
@@ -44,6 +45,7 @@ mod tests {
         assert_eq!(decode("100%").as_deref(), Some("100%"));
         assert_eq!(decode("%zz%4").as_deref(), Some("%zz%4"));
         assert_eq!(decode("%FF"), None, "not UTF-8");
+        assert_eq!(decode("%+1%-1").as_deref(), Some("% 1%-1"), "no signs");
     }
 
     #[test]

@@ -116,7 +116,8 @@ impl Model {
             .collect();
         for path in moved {
             let node = self.nodes.remove(&path).unwrap();
-            self.nodes.insert(format!("{to}{}", &path[from.len()..]), node);
+            self.nodes
+                .insert(format!("{to}{}", &path[from.len()..]), node);
         }
     }
 }
@@ -157,12 +158,20 @@ impl World {
         };
         let rules = vec![
             proxy.add(on(S3Op::PutObject), Mode::CommitThenLose, p(1)),
-            proxy.add(on(S3Op::CompleteMultipartUpload), Mode::CommitThenLose, p(2)),
+            proxy.add(
+                on(S3Op::CompleteMultipartUpload),
+                Mode::CommitThenLose,
+                p(2),
+            ),
             proxy.add(on(S3Op::CopyObject), Mode::CommitThenLose, p(3)),
             proxy.add(on(S3Op::DeleteObject), Mode::CommitThenLose, p(4)),
             proxy.add(on(S3Op::HeadObject), Mode::ResetMidBody, p(5)),
             proxy.add(on(S3Op::PutObject), slow_down, p(6)),
-            proxy.add(on(S3Op::CopyObject), Mode::Hang(Duration::from_secs(4)), p(7)),
+            proxy.add(
+                on(S3Op::CopyObject),
+                Mode::Hang(Duration::from_secs(4)),
+                p(7),
+            ),
         ];
         let mnt = env.dir.path().join("model-mnt");
         let cache = env.dir.path().join("model-cache");
@@ -220,7 +229,9 @@ impl World {
                 };
                 let data = self.rng.bytes(len);
                 std::fs::write(self.p(&path), &data).unwrap();
-                self.model.nodes.insert(path.clone(), Node::File { data, mode: 0o644 });
+                self.model
+                    .nodes
+                    .insert(path.clone(), Node::File { data, mode: 0o644 });
                 format!("create {path} ({len} bytes)")
             }
             25..=39 => {
@@ -362,9 +373,13 @@ impl World {
         };
         let meta = (libc::S_IFREG | mode).to_string();
         self.env.put(&key, &data, &[("mode", meta.as_str())]);
-        self.model
-            .nodes
-            .insert(path.clone(), Node::File { data: data.clone(), mode });
+        self.model.nodes.insert(
+            path.clone(),
+            Node::File {
+                data: data.clone(),
+                mode,
+            },
+        );
         wait_until(&format!("the mount sees {key} replaced"), || {
             std::fs::read(&file).is_ok_and(|now| now == data)
         });
@@ -395,7 +410,11 @@ impl World {
             .into_iter()
             .filter(|k| k.contains(".conflict-"))
             .collect();
-        assert!(conflicts.is_empty(), "conflict copies {conflicts:?}\n{}", context());
+        assert!(
+            conflicts.is_empty(),
+            "conflict copies {conflicts:?}\n{}",
+            context()
+        );
     }
 
     /// The bucket under `w/`, read as the model reads: markers are directories.
@@ -433,14 +452,23 @@ fn read_tree(root: &Path) -> Result<BTreeMap<String, Node>, String> {
     while let Some(dir) = todo.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let meta = std::fs::symlink_metadata(&path).unwrap();
             let failed = |e: std::io::Error| format!("reading {rel} through the mount: {e}");
             let node = if meta.is_dir() {
                 todo.push(path.clone());
                 Node::Dir
             } else if meta.file_type().is_symlink() {
-                Node::Symlink(std::fs::read_link(&path).map_err(failed)?.to_string_lossy().into())
+                Node::Symlink(
+                    std::fs::read_link(&path)
+                        .map_err(failed)?
+                        .to_string_lossy()
+                        .into(),
+                )
             } else {
                 Node::File {
                     data: std::fs::read(&path).map_err(failed)?,
@@ -461,17 +489,27 @@ fn diff(want: &BTreeMap<String, Node>, got: &BTreeMap<String, Node>) -> String {
         if w != g && !out.iter().any(|(p, _)| p == path) {
             let show = |n: Option<&Node>| match n {
                 None => "absent".to_string(),
-                Some(Node::File { data, mode }) => format!("file {} bytes mode {mode:o}", data.len()),
+                Some(Node::File { data, mode }) => {
+                    format!("file {} bytes mode {mode:o}", data.len())
+                }
                 Some(other) => format!("{other:?}"),
             };
-            out.push((path.clone(), format!("{path}: want {}, got {}", show(w), show(g))));
+            out.push((
+                path.clone(),
+                format!("{path}: want {}, got {}", show(w), show(g)),
+            ));
         }
     }
-    out.into_iter().map(|(_, s)| s).collect::<Vec<_>>().join("; ")
+    out.into_iter()
+        .map(|(_, s)| s)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn run(seed: u64, steps: usize) {
-    eprintln!("model test: seed {seed}, {steps} steps (MODEL_SEED={seed} MODEL_STEPS={steps} to repeat)");
+    eprintln!(
+        "model test: seed {seed}, {steps} steps (MODEL_SEED={seed} MODEL_STEPS={steps} to repeat)"
+    );
     let mut world = World::new(seed);
     let mut log = Vec::new();
     for n in 1..=steps {
@@ -498,7 +536,10 @@ fn run(seed: u64, steps: usize) {
     world.check(seed, &log);
     let injected: u64 = world.rules.iter().map(|&id| world.proxy.injected(id)).sum();
     eprintln!("model test: seed {seed} passed with {injected} faults injected");
-    assert!(injected > 0, "the proxy injected no fault: the test saw no field");
+    assert!(
+        injected > 0,
+        "the proxy injected no fault: the test saw no field"
+    );
     world.mount.take().unwrap().unmount();
 }
 
@@ -508,7 +549,10 @@ fn random_operations_with_faults_and_crashes_keep_mount_bucket_and_model_equal()
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(STEPS);
-    match std::env::var("MODEL_SEED").ok().and_then(|s| s.parse().ok()) {
+    match std::env::var("MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         Some(seed) => run(seed, steps),
         None => SEEDS.iter().for_each(|&seed| run(seed, steps)),
     }

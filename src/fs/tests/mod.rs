@@ -13,6 +13,7 @@ use crate::sync::{Uploader, UploaderConfig};
 use super::{Caller, Fs, FsConfig, FsError, Pending, RenameMode, SetAttr, ROOT};
 
 mod conflicts;
+mod hostile;
 mod lost_replies;
 
 struct Harness {
