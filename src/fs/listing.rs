@@ -242,10 +242,10 @@ impl Fs {
             .stored
             .as_ref()
             .is_none_or(|s| s.etag.is_empty() || super::tree::same_etag(&s.etag, &info.etag));
-        if !untouched || !same_version {
+        let is_dir = inode.is_dir();
+        if !untouched || !same_version || self.retyped(&mut tree, ino, key, info) {
             return;
         }
-        let is_dir = inode.is_dir();
         let new_stored = Stored {
             key: key.to_string(),
             etag: info.etag.clone(),
@@ -293,8 +293,11 @@ impl Fs {
             );
         }
         let stored = read.attrs;
-        if !is_dir && stored.mode & S_IFMT == S_IFLNK {
-            attr.kind = NodeKind::Symlink;
+        if !is_dir {
+            attr.kind = match stored.mode & S_IFMT == S_IFLNK {
+                true => NodeKind::Symlink,
+                false => NodeKind::File,
+            };
         }
         attr.perm = stored.mode & 0o7777;
         attr.uid = stored.uid;

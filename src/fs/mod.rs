@@ -17,6 +17,7 @@ mod prefill;
 mod progress;
 mod remote;
 mod reserved;
+mod retype;
 mod revalidate;
 pub mod tree;
 mod verify;

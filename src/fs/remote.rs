@@ -308,6 +308,13 @@ impl Fs {
     /// is a copy onto itself, of the same ETag): where what the bucket keeps differs,
     /// the bucket's wins. Whether the attributes changed.
     pub(super) fn apply_head_attrs(&self, tree: &mut Tree, ino: u64, info: &ObjectInfo) -> bool {
+        let key = tree
+            .get(ino)
+            .and_then(|i| i.stored.as_ref())
+            .map(|s| s.key.clone());
+        if self.retyped(tree, ino, key.as_deref().unwrap_or(""), info) {
+            return false;
+        }
         let Some(inode) = tree.get_mut(ino) else {
             return false;
         };

@@ -221,3 +221,36 @@ fn a_head_of_our_own_upload_keeps_the_local_mtime_to_the_nanosecond() {
     );
     mnt.unmount();
 }
+
+/// Another client's symlink, listed as a file until its HEAD says otherwise, becomes
+/// a symlink through a new inode: under the same inode the kernel would take the new
+/// type for a broken inode and fail every call on it with EIO.
+#[test]
+fn a_symlink_listed_as_a_file_becomes_a_symlink_without_eio() {
+    let env = Env::new();
+    let mode = (libc::S_IFLNK | 0o777).to_string();
+    env.put("d/link", b"target.txt", &[("mode", mode.as_str())]);
+    env.put("d/target.txt", b"pointed at", &[]);
+    // No metadata fill after the listing: the listing alone says "file".
+    let mnt = env.mount_with(BUCKET, &["--metadata-fill", "0", "--metadata-wait", "0"]);
+    let link = mnt.p("d/link");
+    // A directory read (READDIRPLUS) hands the kernel the entry with its type.
+    let listed_as_file = fs::read_dir(mnt.p("d"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_name() == "link")
+        .is_some_and(|e| e.file_type().unwrap().is_file());
+    assert!(listed_as_file, "listed as a file until a HEAD");
+    // The open's check (a HEAD) learns the object is a symlink; the open itself goes
+    // on with what the kernel asked for.
+    let opened = fs::read(&link).expect("the open that learns the type");
+    assert_eq!(opened, b"target.txt");
+    // Every call answers while the kernel catches up: no EIO from a changed type.
+    wait_until("the name shows as a symlink", || {
+        let now = fs::symlink_metadata(&link).expect("stat during the type change");
+        now.file_type().is_symlink()
+    });
+    assert_eq!(fs::read_link(&link).unwrap().to_str(), Some("target.txt"));
+    assert_eq!(fs::read(&link).unwrap(), b"pointed at");
+    mnt.unmount();
+}
