@@ -421,8 +421,13 @@ impl Fs {
             .filter_map(|&node| tree.get(node).and_then(|i| i.stored.clone()))
             .map(|stored| (stored.key, Some(stored.etag)))
             .collect();
-        if moving_dir {
-            if let Some(path) = tree.path(ino) {
+        // Every directory's marker too, its own and those below it: a directory known
+        // from a listing (or restored after a crash) holds no record of its marker.
+        for &node in &moved {
+            let unrecorded_dir = tree
+                .get(node)
+                .is_some_and(|i| i.is_dir() && i.stored.is_none());
+            if let Some(path) = tree.path(node).filter(|_| unrecorded_dir) {
                 old_keys.push((self.config.prefix.dir_prefix(&path), None));
             }
         }

@@ -293,6 +293,23 @@ fn renaming_a_directory_moves_every_key_below_it() {
     assert_eq!(h.store.body("dst/sub/b").unwrap().as_ref(), b"B");
 }
 
+/// Markers of directories known only from a listing go too (seed 6 of the model
+/// test: a subdirectory's marker stayed under the old name).
+#[test]
+fn renaming_a_directory_moves_the_markers_of_its_subdirectories() {
+    let h = harness_with("", |s| {
+        s.insert("src/", b"", Metadata::new());
+        s.insert("src/sub/", b"", Metadata::new());
+        s.insert("src/sub/deeper/", b"", Metadata::new());
+        s.insert("src/sub/b", b"B", Metadata::new());
+    });
+    h.fs.rename(ROOT, "src", ROOT, "dst", RenameMode::Replace)
+        .unwrap();
+    h.flush();
+    let keys = h.store.keys();
+    assert_eq!(keys, vec!["dst/", "dst/sub/", "dst/sub/b", "dst/sub/deeper/"]);
+}
+
 #[test]
 fn overwriting_the_middle_of_an_uncached_object_keeps_the_rest() {
     let h = harness_with("", |s| s.insert("f", b"0123456789", Metadata::new()));
