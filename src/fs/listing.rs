@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::mapping::{attrs_from_metadata, classify_child, ChildKey, S_IFLNK, S_IFMT};
-use crate::store::{ObjectInfo, ObjectSummary};
+use crate::store::{ObjectInfo, ObjectSummary, StoreError};
 
 use super::tree::{Attr, NodeKind, Stored, Tree};
 use super::{Fs, FsError, FsResult};
@@ -219,17 +219,40 @@ impl Fs {
                 if head.is_err() {
                     fs.no_answer(&format!("HEAD {key}"));
                 }
-                if let Ok(Ok(info)) = head {
-                    fs.apply_head(ino, &key, &info);
-                } else if key.ends_with('/') {
+                match head {
+                    Ok(Ok(info)) => fs.apply_head(ino, &key, &info),
                     // No marker: an implicit directory keeps the defaults.
-                    if let Some(inode) = fs.tree.lock().get_mut(ino) {
-                        inode.meta_known = true;
+                    Ok(Err(StoreError::NotFound(_))) if key.ends_with('/') => {
+                        if let Some(inode) = fs.tree.lock().get_mut(ino) {
+                            inode.meta_known = true;
+                        }
                     }
+                    // Gone (the poll will say so), or refused (asking again won't help).
+                    Ok(Err(StoreError::NotFound(_) | StoreError::AccessDenied(_))) => {}
+                    // A timeout or a transient failure: owed again, so the directory's
+                    // next use asks again instead of showing defaults (a symlink as a
+                    // file) for good.
+                    _ => fs.owe_fill(ino, key),
                 }
             });
         }
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// Puts a metadata lookup back among those its directory owes.
+    fn owe_fill(&self, ino: u64, key: String) {
+        let mut tree = self.tree.lock();
+        let Some(parent) = tree.get(ino).filter(|i| !i.meta_known).map(|i| i.parent) else {
+            return;
+        };
+        let wait_for = self.config.metadata_wait;
+        if let Some(dir) = tree.get_mut(parent) {
+            let owed = &mut dir.fill_on_read;
+            if !owed.entries.iter().any(|(i, _)| *i == ino) {
+                owed.entries.push((ino, key));
+            }
+            owed.wait = owed.entries.len() <= wait_for;
+        }
     }
 
     /// Applies a HEAD's metadata to an inode nobody changed locally since it was listed.

@@ -8,7 +8,6 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::store::{Listing, ObjectSummary};
 
-use super::listing::Fill;
 use super::remote::ListedObjects;
 use super::tree::Tree;
 use super::Fs;
@@ -107,16 +106,16 @@ impl Fs {
         if self.offline() {
             return; // still owed: the entries show as listed until the bucket is back
         }
-        let owed = self.tree.lock().get(dir).map(|i| Fill {
-            entries: i.fill_on_read.entries.clone(),
-            wait: i.fill_on_read.wait,
-        });
+        // Taken, not copied: lookups that fail are owed again meanwhile (the caller's
+        // listing lock keeps a concurrent first use waiting until these are done).
+        let owed = self
+            .tree
+            .lock()
+            .get_mut(dir)
+            .map(|i| std::mem::take(&mut i.fill_on_read));
         let Some(owed) = owed.filter(|f| !f.entries.is_empty()) else {
             return;
         };
         self.fill_metadata(owed);
-        if let Some(inode) = self.tree.lock().get_mut(dir) {
-            inode.fill_on_read = Fill::default();
-        }
     }
 }

@@ -33,6 +33,8 @@ pub struct MemoryStore {
     next_id: AtomicU64,
     /// The next this-many requests fail with a transient error.
     failures_left: AtomicU32,
+    /// The next this-many HEADs fail with a transient error.
+    head_failures_left: AtomicU32,
     /// Behave like servers that ignore If-Match / If-None-Match.
     ignore_conditions: AtomicBool,
     /// The next this-many writes commit but their reply is lost (a transient error) ...
@@ -68,6 +70,11 @@ impl MemoryStore {
     /// Refuses every request with AccessDenied (true) or serves them again (false).
     pub fn deny(&self, denied: bool) {
         self.denied.store(denied, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` HEADs fail as a reset connection would.
+    pub fn fail_next_heads(&self, n: u32) {
+        self.head_failures_left.store(n, Ordering::SeqCst);
     }
 
     /// The next `n` writes (PUT, multipart complete, copy, delete) take effect but
@@ -233,6 +240,12 @@ impl ObjectStore for MemoryStore {
     async fn head(&self, key: &str) -> StoreResult<ObjectInfo> {
         StoreStats::count(&self.stats.heads, 1);
         self.injected_fault().await?;
+        let failing =
+            self.head_failures_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(StoreError::Transient("injected HEAD fault".into()));
+        }
         let object = self.lookup(key)?;
         Ok(ObjectInfo {
             size: object.body.len() as u64,
