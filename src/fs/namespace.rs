@@ -358,6 +358,7 @@ impl Fs {
         refuse_reserved(new_parent, new_name)?;
         self.ensure_listed(parent)?;
         self.ensure_listed(new_parent)?;
+        self.learn_before_move(parent, name);
         let ino = self
             .tree
             .lock()

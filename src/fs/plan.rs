@@ -31,8 +31,14 @@ pub enum JobKind {
     },
     /// Upload a small body: a directory marker or a symlink target.
     PutBody(Bytes),
-    /// Server-side copy from where the bucket already holds this content.
-    Copy { from: String, from_etag: String },
+    /// Server-side copy from where the bucket already holds this content; with
+    /// `keep_metadata`, with the source's own metadata (this mount never saw it: the
+    /// attributes it shows are the listing's defaults).
+    Copy {
+        from: String,
+        from_etag: String,
+        keep_metadata: bool,
+    },
     /// Bring the whole file into the cache: its object is about to be overwritten.
     Materialize,
     /// Delete the object; with an ETag, only if it is still that version (a newer
@@ -114,7 +120,9 @@ impl Job {
     /// The version (key, ETag) of its file that the job was planned from, if any.
     pub fn base(&self) -> Option<(&str, &str)> {
         match &self.kind {
-            JobKind::Copy { from, from_etag } => Some((from, from_etag)),
+            JobKind::Copy {
+                from, from_etag, ..
+            } => Some((from, from_etag)),
             JobKind::UploadFile {
                 source: Some(source),
                 ..
@@ -543,6 +551,7 @@ impl Fs {
             _ if self.can_copy(tree, inode, ino) => JobKind::Copy {
                 from: inode.stored.as_ref()?.key.clone(),
                 from_etag: tree.source_of(ino)?.etag,
+                keep_metadata: !inode.meta_known && inode.meta_version == 0,
             },
             NodeKind::Symlink => JobKind::PutBody(Bytes::from(inode.symlink_target.clone()?)),
             NodeKind::File => JobKind::UploadFile {

@@ -6,6 +6,7 @@
 use crate::store::ObjectInfo;
 
 use super::conflict::{KernelChange, RemoteVersion};
+use super::remote::HeadChecked;
 use super::tree::Tree;
 use super::Fs;
 
@@ -52,5 +53,34 @@ impl Fs {
         // Not from inside the caller's request: the kernel may hold the directory.
         self.tell_kernel_later(vec![KernelChange::Entry(parent, name)]);
         true
+    }
+}
+
+impl Fs {
+    /// Before a rename moves a file whose metadata this mount never saw (listed, its
+    /// HEAD not made or failed): one HEAD, bounded and not while offline, so that the
+    /// name shows its type and mode and the renamed object keeps them. If it fails the
+    /// copy still takes the source's metadata (see `JobKind::Copy`).
+    pub(super) fn learn_before_move(self: &std::sync::Arc<Self>, parent: u64, name: &str) {
+        let (ino, key) = {
+            let tree = self.tree.lock();
+            let Some(ino) = tree.child(parent, name) else {
+                return;
+            };
+            let Some(inode) = tree.get(ino) else {
+                return;
+            };
+            if inode.is_dir() || inode.meta_known || inode.meta_version != 0 {
+                return;
+            }
+            let Some(stored) = &inode.stored else {
+                return;
+            };
+            (ino, stored.key.clone())
+        };
+        let head = self.block_on(&format!("HEAD {key}"), self.store.head_checked(&key));
+        if let Ok(Some(info)) = head {
+            self.apply_head(ino, &key, &info);
+        }
     }
 }

@@ -47,11 +47,29 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
                 done => done.map(|_| Outcome::Local),
             };
         }
-        JobKind::Copy { from, from_etag } => {
+        JobKind::Copy {
+            from,
+            from_etag,
+            keep_metadata,
+        } => {
             if let Some(conflict) = precheck(&fs, job, check_first).await? {
                 return Ok(conflict);
             }
-            let copied = store.copy(from, from_etag, &job.key, Some(&sent.metadata));
+            // Metadata this mount never saw (renamed before its HEAD): the source's
+            // own goes along, not the defaults the listing showed (a symlink would
+            // become a file, a 0600 file 0644).
+            let metadata = match keep_metadata {
+                false => sent.metadata.clone(),
+                true => match store.head_checked(from).await? {
+                    Some(info)
+                        if from_etag.is_empty() || crate::fs::same_etag(&info.etag, from_etag) =>
+                    {
+                        with_token(&info.metadata, sent.token)
+                    }
+                    now => return Ok(Outcome::BaseReplaced(now)),
+                },
+            };
+            let copied = store.copy(from, from_etag, &job.key, Some(&metadata));
             match copied.await {
                 // The old name holds another version than the one renamed here, or none.
                 Err(StoreError::PreconditionFailed | StoreError::NotFound(_))
@@ -66,7 +84,7 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
                     }
                     // The version is there after all: a store that mishandles the condition.
                     tracing::warn!(%from, "the store refused a copy condition that holds: copied without it");
-                    store.copy(from, "", &job.key, Some(&sent.metadata)).await
+                    store.copy(from, "", &job.key, Some(&metadata)).await
                 }
                 copied => copied,
             }
