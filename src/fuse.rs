@@ -140,10 +140,15 @@ fn errno(op: &str, err: FsError) -> Errno {
         FsError::NameTooLong => libc::ENAMETOOLONG,
         FsError::NotSupported => libc::EOPNOTSUPP,
         FsError::NoSpace => libc::ENOSPC,
+        FsError::TooBig => libc::EFBIG,
+        FsError::Quota => libc::EDQUOT,
         FsError::Access => libc::EACCES,
         FsError::Io(_) | FsError::Stale(_) => libc::EIO,
     };
-    if matches!(err, FsError::Io(_) | FsError::Stale(_) | FsError::NoSpace) {
+    if matches!(
+        err,
+        FsError::Io(_) | FsError::Stale(_) | FsError::NoSpace | FsError::Quota
+    ) {
         tracing::warn!("{op}: {err}");
     } else {
         tracing::debug!("{op}: {err}");
@@ -160,11 +165,7 @@ fn file_type(kind: NodeKind) -> FileType {
 }
 
 fn file_attr(attr: &Attr) -> FileAttr {
-    let (kind, nlink) = match attr.kind {
-        NodeKind::Dir => (FileType::Directory, 2),
-        NodeKind::File => (FileType::RegularFile, 1),
-        NodeKind::Symlink => (FileType::Symlink, 1),
-    };
+    let kind = file_type(attr.kind);
     FileAttr {
         ino: INodeNo(attr.ino),
         size: attr.size,
@@ -175,7 +176,7 @@ fn file_attr(attr: &Attr) -> FileAttr {
         crtime: attr.mtime,
         kind,
         perm: attr.perm as u16,
-        nlink,
+        nlink: attr.nlink,
         uid: attr.uid,
         gid: attr.gid,
         rdev: 0,

@@ -306,8 +306,7 @@ impl Fs {
             tree.mark_dirty(ino);
             self.persist(&mut tree, ino);
         }
-        let attr = tree.get(ino).map(|i| i.attr).ok_or(FsError::NotFound)?;
-        Ok(attr)
+        tree.attr_of(ino).ok_or(FsError::NotFound)
     }
 
     /// Makes the file's cache data durable on local disk and asks for its upload now.

@@ -172,6 +172,7 @@ impl Fs {
             atime: mtime,
             mtime,
             ctime: mtime,
+            nlink: 1,
         }
     }
 

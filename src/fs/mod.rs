@@ -161,6 +161,7 @@ impl Fs {
             atime: now,
             mtime: now,
             ctime: now,
+            nlink: 1,
         };
         let fetcher = Fetcher::new(store.clone(), runtime.clone(), config.request_timeout);
         let reader = fetcher.clone().failing_fast_offline();
@@ -282,7 +283,7 @@ impl Fs {
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let mut tree = self.tree.lock();
         self.notice_direct_writes(&mut tree, ino);
-        tree.get(ino).map(|i| i.attr).ok_or(FsError::NotFound)
+        tree.attr_of(ino).ok_or(FsError::NotFound)
     }
 
     fn new_handle(&self, ino: u64, writable: bool, direct: bool, unflushed: bool) -> u64 {

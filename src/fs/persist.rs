@@ -211,6 +211,7 @@ impl Fs {
             atime: mtime,
             mtime,
             ctime: mtime,
+            nlink: 1,
         };
         let ino = match tree.child(parent, name) {
             Some(ino) => ino,

@@ -30,6 +30,9 @@ pub struct Attr {
     pub atime: SystemTime,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
+    /// The link count: not kept in the tree but counted where attributes leave the
+    /// core (`Tree::attr_of`), so no change of the namespace can leave it stale.
+    pub nlink: u32,
 }
 
 /// The object the bucket holds for an inode, as this mount last wrote or saw it.
@@ -258,6 +261,31 @@ impl Tree {
 
     pub fn get(&self, ino: u64) -> Option<&Inode> {
         self.inodes.get(&ino)
+    }
+
+    /// The attributes of `ino` as stat shows them: a directory has a link from its
+    /// parent, its own `.` and each subdirectory's `..`; a name removed while open
+    /// has none left. A directory not listed yet has an unknown number of
+    /// subdirectories: 1, which find and fts read as "unknown", not as "no
+    /// subdirectories" (2 would make them skip its entries).
+    pub fn attr_of(&self, ino: u64) -> Option<Attr> {
+        let inode = self.get(ino)?;
+        let nlink = match &inode.children {
+            _ if inode.unlinked => 0,
+            Some(_) if !inode.listed => 1,
+            Some(children) => {
+                let subdirs = children
+                    .values()
+                    .filter(|&&c| self.get(c).is_some_and(Inode::is_dir))
+                    .count();
+                u32::try_from(subdirs).map_or(u32::MAX, |n| n.saturating_add(2))
+            }
+            None => 1,
+        };
+        Some(Attr {
+            nlink,
+            ..inode.attr
+        })
     }
 
     pub fn get_mut(&mut self, ino: u64) -> Option<&mut Inode> {

@@ -15,6 +15,7 @@ use super::{Caller, Fs, FsConfig, FsError, Pending, RenameMode, SetAttr, ROOT};
 mod conflicts;
 mod hostile;
 mod lost_replies;
+mod special;
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
