@@ -87,6 +87,7 @@ mod tests {
             mtime: UNIX_EPOCH,
             ctime: UNIX_EPOCH,
             nlink: 1,
+            rdev: 0,
         }
     }
 

@@ -19,9 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use crate::fs::{
-    Attach, Attr, Caller, DirEntry, Fs, FsError, KernelChange, KernelFile, NodeKind, Opened,
-    RenameMode, SetAttr,
+    Attach, Attr, Caller, DirEntry, Fs, FsError, KernelChange, KernelFile, Opened, RenameMode,
+    SetAttr,
 };
+use crate::fuse_kind::{file_type, mknod_kind};
 
 /// The entries of an open directory, with their attributes.
 type DirSnapshot = Arc<Vec<(DirEntry, Attr)>>;
@@ -156,14 +157,6 @@ fn errno(op: &str, err: FsError) -> Errno {
     Errno::from_i32(code)
 }
 
-fn file_type(kind: NodeKind) -> FileType {
-    match kind {
-        NodeKind::Dir => FileType::Directory,
-        NodeKind::File => FileType::RegularFile,
-        NodeKind::Symlink => FileType::Symlink,
-    }
-}
-
 fn file_attr(attr: &Attr) -> FileAttr {
     let kind = file_type(attr.kind);
     FileAttr {
@@ -179,7 +172,7 @@ fn file_attr(attr: &Attr) -> FileAttr {
         nlink: attr.nlink,
         uid: attr.uid,
         gid: attr.gid,
-        rdev: 0,
+        rdev: attr.rdev,
         blksize: 4096,
         flags: 0,
     }
@@ -354,6 +347,26 @@ impl Filesystem for FuseAdapter {
             "mkdir",
             self.fs.mkdir(parent.0, name, mode & !umask, caller(req)),
         );
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let (name, kind) = match (name_str("mknod", name), mknod_kind(mode)) {
+            (Ok(name), Ok(kind)) => (name, kind),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let made = self
+            .fs
+            .mknod(parent.0, name, kind, mode & !umask, rdev, caller(req));
+        reply_entry(reply, "mknod", made);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {

@@ -19,6 +19,7 @@ mod remote;
 mod reserved;
 mod retype;
 mod revalidate;
+mod special;
 pub mod tree;
 mod verify;
 pub mod wake;
@@ -162,6 +163,7 @@ impl Fs {
             mtime: now,
             ctime: now,
             nlink: 1,
+            rdev: 0,
         };
         let fetcher = Fetcher::new(store.clone(), runtime.clone(), config.request_timeout);
         let reader = fetcher.clone().failing_fast_offline();

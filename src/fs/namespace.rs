@@ -193,7 +193,7 @@ impl Fs {
     }
 
     /// Adds a new local node to `parent` and queues it for upload.
-    fn add_node(
+    pub(super) fn add_node(
         self: &Arc<Self>,
         parent: u64,
         name: &str,
@@ -221,6 +221,7 @@ impl Fs {
             mtime: now,
             ctime: now,
             nlink: 1,
+            rdev: 0,
         };
         let ino = tree.insert(parent, name, attr, kind == NodeKind::Dir);
         let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;

@@ -3,7 +3,10 @@
 
 use crate::store::Metadata;
 
-use super::{harness, harness_with, FsError, SetAttr, ME, ROOT};
+use super::super::NodeKind;
+use super::{
+    harness, harness_checking_at_open, harness_with, FsError, RenameMode, SetAttr, ME, ROOT,
+};
 
 #[test]
 fn a_size_past_what_the_cache_file_can_hold_is_too_big() {
@@ -56,4 +59,126 @@ fn an_open_file_unlinked_has_no_links() {
     h.fs.unlink(ROOT, "f").unwrap();
     assert_eq!(h.fs.getattr(ino).unwrap().nlink, 0);
     h.fs.release(fh);
+}
+
+fn special_kinds() -> [(&'static str, NodeKind, u32); 4] {
+    [
+        ("fifo", NodeKind::Fifo, 0),
+        ("sock", NodeKind::Socket, 0),
+        ("chr", NodeKind::CharDevice, 0x0103), // 1:3, /dev/null
+        ("blk", NodeKind::BlockDevice, 0x0801), // 8:1
+    ]
+}
+
+#[test]
+fn special_files_are_zero_byte_objects_with_their_type_in_the_mode() {
+    let h = harness();
+    for (name, kind, rdev) in special_kinds() {
+        let attr = h.fs.mknod(ROOT, name, kind, 0o640, rdev, ME).unwrap();
+        assert_eq!((attr.kind, attr.rdev, attr.size), (kind, rdev, 0));
+    }
+    // A fifo has no device number, whatever mknod was given.
+    let fifo =
+        h.fs.mknod(ROOT, "fifo2", NodeKind::Fifo, 0o600, 77, ME)
+            .unwrap();
+    assert_eq!(fifo.rdev, 0);
+    h.flush();
+    for (name, kind, rdev) in special_kinds() {
+        assert_eq!(h.store.body(name).unwrap().len(), 0, "{name}");
+        let meta = h.store.metadata(name).unwrap();
+        assert_eq!(meta["mode"], (kind.type_bits() | 0o640).to_string());
+        assert_eq!(
+            meta.get("rdev").cloned(),
+            (rdev != 0).then(|| rdev.to_string())
+        );
+        assert_eq!(meta["uid"], "1000");
+    }
+}
+
+#[test]
+fn special_files_take_mode_owner_times_renames_and_unlinks() {
+    let h = harness();
+    let attr =
+        h.fs.mknod(ROOT, "c", NodeKind::CharDevice, 0o600, 0x0105, ME)
+            .unwrap();
+    h.flush();
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    let change = SetAttr {
+        mode: Some(0o644),
+        uid: Some(7),
+        gid: Some(8),
+        mtime: Some(when),
+        ..SetAttr::default()
+    };
+    let changed = h.fs.setattr(attr.ino, change).unwrap();
+    assert_eq!(
+        (changed.kind, changed.perm, changed.rdev),
+        (NodeKind::CharDevice, 0o644, 0x0105)
+    );
+    let truncate = SetAttr {
+        size: Some(10),
+        ..SetAttr::default()
+    };
+    assert_eq!(
+        h.fs.setattr(attr.ino, truncate).unwrap_err(),
+        FsError::Invalid
+    );
+    h.fs.rename(ROOT, "c", ROOT, "moved", RenameMode::Replace)
+        .unwrap();
+    h.flush();
+    assert!(h.store.metadata("c").is_none());
+    let meta = h.store.metadata("moved").unwrap();
+    assert_eq!(meta["mode"], (libc::S_IFCHR | 0o644).to_string());
+    assert_eq!((meta["uid"].as_str(), meta["gid"].as_str()), ("7", "8"));
+    assert_eq!(meta["mtime"], "1000000000");
+    assert_eq!(meta["rdev"], "261");
+    h.fs.unlink(ROOT, "moved").unwrap();
+    h.flush();
+    assert!(h.store.metadata("moved").is_none());
+}
+
+#[test]
+fn special_files_not_yet_uploaded_survive_a_crash() {
+    let h = harness();
+    for (name, kind, rdev) in special_kinds() {
+        h.fs.mknod(ROOT, name, kind, 0o640, rdev, ME).unwrap();
+    }
+    let h = h.crash_and_restart();
+    for (name, kind, rdev) in special_kinds() {
+        let attr = h.fs.lookup(ROOT, name).unwrap();
+        assert_eq!(
+            (attr.kind, attr.rdev, attr.size, attr.perm),
+            (kind, rdev, 0, 0o640)
+        );
+    }
+    h.flush();
+    let meta = h.store.metadata("blk").unwrap();
+    assert_eq!(meta["mode"], (libc::S_IFBLK | 0o640).to_string());
+    assert_eq!(meta["rdev"], "2049");
+}
+
+#[test]
+fn a_special_file_listed_as_a_file_gets_its_type_and_a_new_inode_from_its_head() {
+    let h = harness_checking_at_open(|s| {
+        for (name, kind, rdev) in special_kinds() {
+            let mut meta =
+                Metadata::from([("mode".into(), (kind.type_bits() | 0o600).to_string())]);
+            if rdev != 0 {
+                meta.insert("rdev".into(), rdev.to_string());
+            }
+            s.insert(name, b"", meta);
+        }
+    });
+    for (name, kind, rdev) in special_kinds() {
+        // The listing alone (no metadata fill here) says "file".
+        let listed = h.fs.lookup(ROOT, name).unwrap();
+        assert_eq!(listed.kind, NodeKind::File, "{name}");
+        // An open (the kernel took it for a file) checks the object with a HEAD.
+        if let Ok(fh) = h.fs.open(listed.ino, false, false) {
+            h.fs.release(fh);
+        }
+        let known = h.fs.lookup(ROOT, name).unwrap();
+        assert_eq!((known.kind, known.rdev), (kind, rdev), "{name}");
+        assert_ne!(known.ino, listed.ino, "{name}: a new type is a new inode");
+    }
 }
