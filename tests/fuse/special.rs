@@ -8,6 +8,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
+use crate::linux::S3fs;
 use crate::support::{on_both_servers, wait_until, Env, BUCKET};
 
 on_both_servers! {
@@ -279,4 +280,53 @@ fn a_fifo_listed_as_a_file_becomes_a_fifo() {
     let opened = OpenOptions::new().read(true).open(mnt.p("d/null"));
     assert_eq!(errno(opened), Some(libc::EACCES));
     mnt.unmount();
+}
+
+/// s3fs and s3syncfs each see the other's fifos and devices (s3fs keeps no device
+/// number: its devices show 0 here, and ours show 0 there).
+#[test]
+fn special_files_round_trip_between_s3fs_and_s3syncfs() {
+    let env = Env::new();
+    let theirs = env.dir.path().join("s3fs");
+    fs::create_dir(&theirs).unwrap();
+    let s3fs = S3fs::mount(&env, &theirs);
+    mknod(&theirs.join("fifo-from-s3fs"), libc::S_IFIFO | 0o640, 0).unwrap();
+    mknod(
+        &theirs.join("chr-from-s3fs"),
+        libc::S_IFCHR | 0o600,
+        libc::makedev(1, 3),
+    )
+    .unwrap();
+
+    let ours = env.mount_with(BUCKET, &["--poll-interval", "0"]);
+    let fifo = fs::symlink_metadata(ours.p("fifo-from-s3fs")).unwrap();
+    assert_eq!(fifo.mode(), libc::S_IFIFO | 0o640);
+    let chr = fs::symlink_metadata(ours.p("chr-from-s3fs")).unwrap();
+    assert_eq!((chr.mode(), chr.rdev()), (libc::S_IFCHR | 0o600, 0));
+
+    mknod(&ours.p("fifo-from-s3syncfs"), libc::S_IFIFO | 0o640, 0).unwrap();
+    mknod(
+        &ours.p("blk-from-s3syncfs"),
+        libc::S_IFBLK | 0o600,
+        libc::makedev(8, 1),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_s3syncfs"))
+        .args(["sync", ours.path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("s3syncfs's special files through s3fs", || {
+        let kind = |name| fs::symlink_metadata(theirs.join(name)).map(|m| m.file_type());
+        kind("fifo-from-s3syncfs").is_ok_and(|t| t.is_fifo())
+            && kind("blk-from-s3syncfs").is_ok_and(|t| t.is_block_device())
+    });
+    let blk = fs::symlink_metadata(theirs.join("blk-from-s3syncfs")).unwrap();
+    assert_eq!(blk.mode(), libc::S_IFBLK | 0o600);
+    drop(s3fs);
+    ours.unmount();
 }
