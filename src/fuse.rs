@@ -1,5 +1,6 @@
-//! The only file that knows fuser: each callback turns its arguments into one call on
-//! the core and the result into a reply; core errors become errno here, logged once.
+//! With fuse_kind.rs, the only file that knows fuser: each callback turns its
+//! arguments into one call on the core and the result into a reply; core errors
+//! become errno here, logged once.
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -330,3 +330,56 @@ fn special_files_round_trip_between_s3fs_and_s3syncfs() {
     drop(s3fs);
     ours.unmount();
 }
+
+/// The result of a libc call returning -1 on failure, as io::Result.
+fn check(rc: std::os::raw::c_int) -> std::io::Result<std::os::raw::c_int> {
+    match rc {
+        -1 => Err(std::io::Error::last_os_error()),
+        rc => Ok(rc),
+    }
+}
+
+/// What docs/SEMANTICS.md says of what is not supported.
+#[test]
+fn unsupported_operations_fail_as_documented() {
+    use std::os::fd::AsRawFd;
+    let env = Env::new();
+    let mnt = env.mount();
+    fs::write(mnt.p("a"), b"x").unwrap();
+    fs::write(mnt.p("b"), b"y").unwrap();
+    let (a, b) = (c_path(&mnt.p("a")), c_path(&mnt.p("b")));
+    assert_eq!(
+        errno(fs::hard_link(mnt.p("a"), mnt.p("c"))),
+        Some(libc::EPERM)
+    );
+    let name = CString::new("user.x").unwrap();
+    // SAFETY: valid paths, name and buffers of the sizes given.
+    unsafe {
+        let set = libc::setxattr(a.as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0);
+        assert_eq!(errno(check(set)), Some(libc::EOPNOTSUPP));
+        let mut buf = [0u8; 16];
+        let got = libc::getxattr(a.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), 16);
+        assert_eq!(errno(check(got as i32)), Some(libc::EOPNOTSUPP));
+        let exchange = libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        );
+        assert_eq!(errno(check(exchange)), Some(libc::EINVAL));
+        let tmpfile = libc::open(
+            c_path(&mnt.path).as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR,
+            0o600,
+        );
+        assert_eq!(errno(check(tmpfile)), Some(libc::EOPNOTSUPP));
+    }
+    let f = OpenOptions::new().write(true).open(mnt.p("a")).unwrap();
+    // SAFETY: an open descriptor.
+    let allocated = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 4096) };
+    assert_eq!(errno(check(allocated)), Some(libc::EOPNOTSUPP));
+    drop(f);
+    assert_eq!(fs::read(mnt.p("a")).unwrap(), b"x");
+    mnt.unmount();
+}
