@@ -156,7 +156,7 @@ fn any_metadata_gives_usable_attributes() {
     let last_modified = UNIX_EPOCH + Duration::from_secs(42);
     for _ in 0..CASES {
         let mut metadata = Metadata::new();
-        for name in ["mode", "uid", "gid", "mtime"] {
+        for name in ["mode", "uid", "gid", "mtime", "rdev"] {
             if gen.below(4) > 0 {
                 metadata.insert(name.to_string(), gen.text(30));
             }
@@ -164,11 +164,15 @@ fn any_metadata_gives_usable_attributes() {
         let is_dir = gen.below(2) == 0;
         let read = attrs_from_metadata(&metadata, &defaults(), is_dir, last_modified);
         let kind = read.attrs.mode & !0o7777;
+        let devices = [libc::S_IFCHR, libc::S_IFBLK];
+        let others = [S_IFDIR, S_IFREG, S_IFLNK, libc::S_IFIFO, libc::S_IFSOCK];
         assert!(
-            [S_IFDIR, S_IFREG, S_IFLNK].contains(&kind),
+            devices.contains(&kind) || others.contains(&kind),
             "{metadata:?} -> mode {:o}",
             read.attrs.mode
         );
+        // Only a device has a number.
+        assert!(devices.contains(&kind) || read.attrs.rdev == 0);
         assert!(read.rejected.len() <= metadata.len());
         for rejected in &read.rejected {
             assert!(
