@@ -383,3 +383,28 @@ fn unsupported_operations_fail_as_documented() {
     assert_eq!(fs::read(mnt.p("a")).unwrap(), b"x");
     mnt.unmount();
 }
+
+/// Devices from the bucket stay inert whatever the options: `-o dev,suid` (from an
+/// fstab line) is taken and ignored.
+#[test]
+fn the_mount_is_nodev_and_nosuid_even_when_asked_otherwise() {
+    let env = Env::new();
+    let mode = (libc::S_IFCHR | 0o666).to_string();
+    env.put("null", b"", &[("mode", mode.as_str()), ("rdev", "259")]);
+    let mnt = env.mount_with(BUCKET, &["-o", "dev,suid"]);
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == mnt.path.to_str())
+        .expect("the mount in /proc/self/mounts");
+    let options: Vec<&str> = line.split(' ').nth(3).unwrap().split(',').collect();
+    assert!(
+        options.contains(&"nodev") && options.contains(&"nosuid"),
+        "{line}"
+    );
+    let null = fs::symlink_metadata(mnt.p("null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    let opened = OpenOptions::new().read(true).open(mnt.p("null"));
+    assert_eq!(errno(opened), Some(libc::EACCES));
+    mnt.unmount();
+}
