@@ -86,6 +86,8 @@ mod tests {
             atime: UNIX_EPOCH,
             mtime: UNIX_EPOCH,
             ctime: UNIX_EPOCH,
+            nlink: 1,
+            rdev: 0,
         }
     }
 

@@ -1,5 +1,6 @@
-//! The only file that knows fuser: each callback turns its arguments into one call on
-//! the core and the result into a reply; core errors become errno here, logged once.
+//! With fuse_kind.rs, the only file that knows fuser: each callback turns its
+//! arguments into one call on the core and the result into a reply; core errors
+//! become errno here, logged once.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -19,9 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use crate::fs::{
-    Attach, Attr, Caller, DirEntry, Fs, FsError, KernelChange, KernelFile, NodeKind, Opened,
-    RenameMode, SetAttr,
+    Attach, Attr, Caller, DirEntry, Fs, FsError, KernelChange, KernelFile, Opened, RenameMode,
+    SetAttr,
 };
+use crate::fuse_kind::{file_type, mknod_kind};
 
 /// The entries of an open directory, with their attributes.
 type DirSnapshot = Arc<Vec<(DirEntry, Attr)>>;
@@ -140,10 +142,15 @@ fn errno(op: &str, err: FsError) -> Errno {
         FsError::NameTooLong => libc::ENAMETOOLONG,
         FsError::NotSupported => libc::EOPNOTSUPP,
         FsError::NoSpace => libc::ENOSPC,
+        FsError::TooBig => libc::EFBIG,
+        FsError::Quota => libc::EDQUOT,
         FsError::Access => libc::EACCES,
         FsError::Io(_) | FsError::Stale(_) => libc::EIO,
     };
-    if matches!(err, FsError::Io(_) | FsError::Stale(_) | FsError::NoSpace) {
+    if matches!(
+        err,
+        FsError::Io(_) | FsError::Stale(_) | FsError::NoSpace | FsError::Quota
+    ) {
         tracing::warn!("{op}: {err}");
     } else {
         tracing::debug!("{op}: {err}");
@@ -151,20 +158,8 @@ fn errno(op: &str, err: FsError) -> Errno {
     Errno::from_i32(code)
 }
 
-fn file_type(kind: NodeKind) -> FileType {
-    match kind {
-        NodeKind::Dir => FileType::Directory,
-        NodeKind::File => FileType::RegularFile,
-        NodeKind::Symlink => FileType::Symlink,
-    }
-}
-
 fn file_attr(attr: &Attr) -> FileAttr {
-    let (kind, nlink) = match attr.kind {
-        NodeKind::Dir => (FileType::Directory, 2),
-        NodeKind::File => (FileType::RegularFile, 1),
-        NodeKind::Symlink => (FileType::Symlink, 1),
-    };
+    let kind = file_type(attr.kind);
     FileAttr {
         ino: INodeNo(attr.ino),
         size: attr.size,
@@ -175,10 +170,10 @@ fn file_attr(attr: &Attr) -> FileAttr {
         crtime: attr.mtime,
         kind,
         perm: attr.perm as u16,
-        nlink,
+        nlink: attr.nlink,
         uid: attr.uid,
         gid: attr.gid,
-        rdev: 0,
+        rdev: attr.rdev,
         blksize: 4096,
         flags: 0,
     }
@@ -353,6 +348,26 @@ impl Filesystem for FuseAdapter {
             "mkdir",
             self.fs.mkdir(parent.0, name, mode & !umask, caller(req)),
         );
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let (name, kind) = match (name_str("mknod", name), mknod_kind(mode)) {
+            (Ok(name), Ok(kind)) => (name, kind),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let made = self
+            .fs
+            .mknod(parent.0, name, kind, mode & !umask, rdev, caller(req));
+        reply_entry(reply, "mknod", made);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {

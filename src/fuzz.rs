@@ -156,7 +156,7 @@ fn any_metadata_gives_usable_attributes() {
     let last_modified = UNIX_EPOCH + Duration::from_secs(42);
     for _ in 0..CASES {
         let mut metadata = Metadata::new();
-        for name in ["mode", "uid", "gid", "mtime"] {
+        for name in ["mode", "uid", "gid", "mtime", "rdev"] {
             if gen.below(4) > 0 {
                 metadata.insert(name.to_string(), gen.text(30));
             }
@@ -164,11 +164,15 @@ fn any_metadata_gives_usable_attributes() {
         let is_dir = gen.below(2) == 0;
         let read = attrs_from_metadata(&metadata, &defaults(), is_dir, last_modified);
         let kind = read.attrs.mode & !0o7777;
+        let devices = [libc::S_IFCHR, libc::S_IFBLK];
+        let others = [S_IFDIR, S_IFREG, S_IFLNK, libc::S_IFIFO, libc::S_IFSOCK];
         assert!(
-            [S_IFDIR, S_IFREG, S_IFLNK].contains(&kind),
+            devices.contains(&kind) || others.contains(&kind),
             "{metadata:?} -> mode {:o}",
             read.attrs.mode
         );
+        // Only a device has a number.
+        assert!(devices.contains(&kind) || read.attrs.rdev == 0);
         assert!(read.rejected.len() <= metadata.len());
         for rejected in &read.rejected {
             assert!(
@@ -184,7 +188,15 @@ fn any_metadata_gives_usable_attributes() {
 fn attributes_round_trip_through_metadata() {
     let mut gen = Gen::new("attributes_round_trip");
     for _ in 0..CASES {
-        let kind = [S_IFREG, S_IFLNK][gen.below(2) as usize];
+        let kinds = [
+            S_IFREG,
+            S_IFLNK,
+            libc::S_IFIFO,
+            libc::S_IFSOCK,
+            libc::S_IFCHR,
+            libc::S_IFBLK,
+        ];
+        let kind = kinds[gen.below(kinds.len() as u64) as usize];
         let secs = gen.below(2 * MTIME_LIMIT_SECS as u64) as i64 - MTIME_LIMIT_SECS;
         let mtime = if secs < 0 {
             UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
@@ -196,6 +208,10 @@ fn attributes_round_trip_through_metadata() {
             uid: gen.below(u64::from(u32::MAX)) as u32,
             gid: gen.below(u64::from(u32::MAX)) as u32,
             mtime,
+            rdev: match kind {
+                libc::S_IFCHR | libc::S_IFBLK => gen.below(u64::from(u32::MAX) + 1) as u32,
+                _ => 0,
+            },
         };
         let read = attrs_from_metadata(&attrs_to_metadata(&attrs), &defaults(), false, UNIX_EPOCH);
         assert_eq!(read.attrs, attrs);

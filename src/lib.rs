@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod etag;
 pub mod fs;
 pub mod fuse;
+mod fuse_kind;
 pub mod handover;
 pub mod logging;
 pub mod mapping;

@@ -10,12 +10,14 @@ use crate::store::Metadata;
 mod values;
 
 use values::for_log;
-pub use values::{format_mtime, parse_id, parse_mode, parse_mtime, MTIME_LIMIT_SECS};
+pub use values::{format_mtime, parse_id, parse_mode, parse_mtime, parse_rdev, MTIME_LIMIT_SECS};
 
 pub const S_IFMT: u32 = libc::S_IFMT;
 pub const S_IFREG: u32 = libc::S_IFREG;
 pub const S_IFDIR: u32 = libc::S_IFDIR;
 pub const S_IFLNK: u32 = libc::S_IFLNK;
+/// The special files s3fs stores as zero-byte objects with these type bits.
+const SPECIAL_TYPES: [u32; 4] = [libc::S_IFIFO, libc::S_IFSOCK, libc::S_IFCHR, libc::S_IFBLK];
 
 /// The part of the bucket this mount shows: `""` or a prefix ending in `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +110,9 @@ pub struct StoredAttrs {
     pub uid: u32,
     pub gid: u32,
     pub mtime: SystemTime,
+    /// A device's number (`x-amz-meta-rdev`); 0 for anything else. s3fs keeps no
+    /// device number (its mknod drops it): this header is ours, and s3fs ignores it.
+    pub rdev: u32,
 }
 
 /// Mount-wide attributes for objects that carry none.
@@ -133,12 +138,16 @@ impl Default for DefaultAttrs {
 }
 
 pub fn attrs_to_metadata(attrs: &StoredAttrs) -> Metadata {
-    Metadata::from([
+    let mut metadata = Metadata::from([
         ("mode".to_string(), attrs.mode.to_string()),
         ("uid".to_string(), attrs.uid.to_string()),
         ("gid".to_string(), attrs.gid.to_string()),
         ("mtime".to_string(), format_mtime(attrs.mtime)),
-    ])
+    ]);
+    if attrs.rdev != 0 {
+        metadata.insert("rdev".to_string(), attrs.rdev.to_string());
+    }
+    metadata
 }
 
 /// A metadata value that was there but could not be used: the default was taken.
@@ -172,9 +181,11 @@ pub fn attrs_from_metadata(
     let uid = read(metadata, "uid", parse_id, &mut rejected);
     let gid = read(metadata, "gid", parse_id, &mut rejected);
     let mtime = read(metadata, "mtime", parse_mtime, &mut rejected).unwrap_or(last_modified);
+    let rdev = read(metadata, "rdev", parse_rdev, &mut rejected);
     let mode = match mode {
         Some(mode) if is_dir => S_IFDIR | (mode & 0o7777),
         Some(mode) if mode & S_IFMT == S_IFLNK => S_IFLNK | (mode & 0o7777),
+        Some(mode) if SPECIAL_TYPES.contains(&(mode & S_IFMT)) => mode,
         Some(mode) => S_IFREG | (mode & 0o7777),
         None if is_dir => S_IFDIR | defaults.dir_mode,
         None => S_IFREG | defaults.file_mode,
@@ -185,6 +196,11 @@ pub fn attrs_from_metadata(
             uid: uid.unwrap_or(defaults.uid),
             gid: gid.unwrap_or(defaults.gid),
             mtime,
+            // Only a device has a number: one on any other object means nothing.
+            rdev: match mode & S_IFMT {
+                libc::S_IFCHR | libc::S_IFBLK => rdev.unwrap_or(0),
+                _ => 0,
+            },
         },
         rejected,
     }
@@ -279,6 +295,7 @@ mod tests {
             uid: 12,
             gid: 34,
             mtime: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            rdev: 0,
         };
         let metadata = attrs_to_metadata(&attrs);
         assert_eq!(metadata["mode"], (S_IFREG | 0o640).to_string());
@@ -291,6 +308,31 @@ mod tests {
         let metadata = Metadata::from([("mode".into(), (S_IFLNK | 0o777).to_string())]);
         let attrs = attrs_from_metadata(&metadata, &defaults(), false, UNIX_EPOCH).attrs;
         assert_eq!(attrs.mode, S_IFLNK | 0o777);
+    }
+
+    #[test]
+    fn special_file_types_are_kept_and_only_devices_have_a_number() {
+        let read = |mode: u32, rdev: &str| {
+            let metadata = Metadata::from([
+                ("mode".into(), mode.to_string()),
+                ("rdev".into(), rdev.to_string()),
+            ]);
+            attrs_from_metadata(&metadata, &defaults(), false, UNIX_EPOCH)
+        };
+        for kind in SPECIAL_TYPES {
+            assert_eq!(read(kind | 0o640, "0").attrs.mode, kind | 0o640);
+        }
+        assert_eq!(read(libc::S_IFCHR | 0o600, "259").attrs.rdev, 259);
+        assert_eq!(read(libc::S_IFBLK | 0o600, "2049").attrs.rdev, 2049);
+        assert_eq!(read(libc::S_IFIFO | 0o600, "259").attrs.rdev, 0);
+        assert_eq!(read(S_IFREG | 0o600, "259").attrs.rdev, 0);
+        let garbage = read(libc::S_IFCHR | 0o600, "4294967296");
+        assert_eq!(garbage.attrs.rdev, 0);
+        assert_eq!(garbage.rejected[0].name, "rdev");
+        let mut device = read(libc::S_IFCHR | 0o600, "259").attrs;
+        device.mtime = UNIX_EPOCH;
+        assert_eq!(attrs_to_metadata(&device)["rdev"], "259");
+        assert!(!attrs_to_metadata(&read(S_IFREG, "0").attrs).contains_key("rdev"));
     }
 
     #[test]
@@ -347,6 +389,7 @@ mod tests {
             } else {
                 UNIX_EPOCH + Duration::from_secs(1_700_000_000)
             },
+            rdev: 0,
         };
         assert_eq!(read.attrs, expected, "{name}: {value:?}");
         assert_eq!(read.rejected.len(), 1, "{name}: {value:?}");

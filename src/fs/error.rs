@@ -20,6 +20,12 @@ pub enum FsError {
     NotSupported,
     #[error("no space left in the cache")]
     NoSpace,
+    /// The cache file system's own limits, passed on as themselves: a size past what
+    /// its files can hold (EFBIG), a user's disk quota (EDQUOT).
+    #[error("file too large for the cache")]
+    TooBig,
+    #[error("disk quota of the cache exceeded")]
+    Quota,
     #[error("permission denied")]
     Access,
     #[error("I/O error: {0}")]
@@ -31,9 +37,14 @@ pub enum FsError {
 
 impl From<std::io::Error> for FsError {
     fn from(err: std::io::Error) -> Self {
-        if err.raw_os_error() == Some(libc::ENOSPC) {
-            FsError::NoSpace
-        } else if err.kind() == std::io::ErrorKind::PermissionDenied {
+        match err.raw_os_error() {
+            Some(libc::ENOSPC) => return FsError::NoSpace,
+            Some(libc::EFBIG) => return FsError::TooBig,
+            Some(libc::EDQUOT) => return FsError::Quota,
+            Some(libc::ENAMETOOLONG) => return FsError::NameTooLong,
+            _ => {}
+        }
+        if err.kind() == std::io::ErrorKind::PermissionDenied {
             // Also how a fetch reports the bucket's AccessDenied.
             FsError::Access
         } else if err.kind() == std::io::ErrorKind::StaleNetworkFileHandle {

@@ -172,6 +172,11 @@ impl Fs {
         if inode.attr.kind == NodeKind::Dir {
             return Err(FsError::IsDir);
         }
+        // The kernel opens and truncates no special file through us (it refuses a
+        // truncate, and serves a fifo's or device's opens itself): never a cache file.
+        if inode.attr.kind.is_special() {
+            return Err(FsError::Invalid);
+        }
         let content = match &inode.content {
             Some(content) => content.clone(),
             None => {
@@ -306,8 +311,7 @@ impl Fs {
             tree.mark_dirty(ino);
             self.persist(&mut tree, ino);
         }
-        let attr = tree.get(ino).map(|i| i.attr).ok_or(FsError::NotFound)?;
-        Ok(attr)
+        tree.attr_of(ino).ok_or(FsError::NotFound)
     }
 
     /// Makes the file's cache data durable on local disk and asks for its upload now.

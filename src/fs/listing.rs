@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::mapping::{attrs_from_metadata, classify_child, ChildKey, S_IFLNK, S_IFMT};
+use crate::mapping::{attrs_from_metadata, classify_child, ChildKey};
 use crate::store::{ObjectInfo, ObjectSummary, StoreError};
 
 use super::tree::{Attr, NodeKind, Stored, Tree};
@@ -159,8 +159,8 @@ impl Fs {
         let d = &self.config.defaults;
         let perm = match kind {
             NodeKind::Dir => d.dir_mode,
-            NodeKind::File => d.file_mode,
             NodeKind::Symlink => 0o777,
+            _ => d.file_mode,
         };
         Attr {
             ino: 0,
@@ -172,6 +172,8 @@ impl Fs {
             atime: mtime,
             mtime,
             ctime: mtime,
+            nlink: 1,
+            rdev: 0,
         }
     }
 
@@ -317,11 +319,13 @@ impl Fs {
         }
         let stored = read.attrs;
         if !is_dir {
-            attr.kind = match stored.mode & S_IFMT == S_IFLNK {
-                true => NodeKind::Symlink,
-                false => NodeKind::File,
+            // The parser left only the types a non-directory object can have.
+            attr.kind = match NodeKind::from_mode(stored.mode) {
+                Some(NodeKind::Dir) | None => NodeKind::File,
+                Some(kind) => kind,
             };
         }
+        attr.rdev = stored.rdev;
         attr.perm = stored.mode & 0o7777;
         attr.uid = stored.uid;
         attr.gid = stored.gid;

@@ -19,6 +19,7 @@ mod remote;
 mod reserved;
 mod retype;
 mod revalidate;
+mod special;
 pub mod tree;
 mod verify;
 pub mod wake;
@@ -161,6 +162,8 @@ impl Fs {
             atime: now,
             mtime: now,
             ctime: now,
+            nlink: 1,
+            rdev: 0,
         };
         let fetcher = Fetcher::new(store.clone(), runtime.clone(), config.request_timeout);
         let reader = fetcher.clone().failing_fast_offline();
@@ -282,7 +285,7 @@ impl Fs {
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let mut tree = self.tree.lock();
         self.notice_direct_writes(&mut tree, ino);
-        tree.get(ino).map(|i| i.attr).ok_or(FsError::NotFound)
+        tree.attr_of(ino).ok_or(FsError::NotFound)
     }
 
     fn new_handle(&self, ino: u64, writable: bool, direct: bool, unflushed: bool) -> u64 {

@@ -65,7 +65,7 @@ impl Fs {
         let mut tree = self.tree.lock();
         let ino = tree.child(parent, name).ok_or(FsError::NotFound)?;
         self.notice_direct_writes(&mut tree, ino);
-        Ok(tree.get(ino).ok_or(FsError::NotFound)?.attr)
+        tree.attr_of(ino).ok_or(FsError::NotFound)
     }
 
     /// All entries of a directory, `.` and `..` first.
@@ -87,7 +87,8 @@ impl Fs {
         self.notice_all_direct_writes(&mut tree);
         let dir = tree.get(ino).ok_or(FsError::NotFound)?;
         let children = dir.children.as_ref().ok_or(FsError::NotDir)?;
-        let parent_attr = tree.get(dir.parent).map_or(dir.attr, |p| p.attr);
+        let dir_attr = tree.attr_of(ino).ok_or(FsError::NotFound)?;
+        let parent_attr = tree.attr_of(dir.parent).unwrap_or(dir_attr);
         let mut entries = Vec::with_capacity(children.len() + 2);
         entries.push((
             DirEntry {
@@ -95,7 +96,7 @@ impl Fs {
                 kind: NodeKind::Dir,
                 name: ".".into(),
             },
-            dir.attr,
+            dir_attr,
         ));
         entries.push((
             DirEntry {
@@ -106,13 +107,13 @@ impl Fs {
             parent_attr,
         ));
         for (name, &child) in children {
-            if let Some(inode) = tree.get(child) {
+            if let Some(attr) = tree.attr_of(child) {
                 let entry = DirEntry {
                     ino: child,
-                    kind: inode.attr.kind,
+                    kind: attr.kind,
                     name: name.clone(),
                 };
-                entries.push((entry, inode.attr));
+                entries.push((entry, attr));
             }
         }
         Ok(entries)
@@ -151,7 +152,7 @@ impl Fs {
         })?;
         let (attr, direct) = {
             let mut tree = self.tree.lock();
-            let attr = tree.get(ino).ok_or(FsError::NotFound)?.attr;
+            let attr = tree.attr_of(ino).ok_or(FsError::NotFound)?;
             let direct = self.try_direct(&mut tree, ino, true, 0, attach);
             (attr, direct)
         };
@@ -192,7 +193,7 @@ impl Fs {
     }
 
     /// Adds a new local node to `parent` and queues it for upload.
-    fn add_node(
+    pub(super) fn add_node(
         self: &Arc<Self>,
         parent: u64,
         name: &str,
@@ -219,6 +220,8 @@ impl Fs {
             atime: now,
             mtime: now,
             ctime: now,
+            nlink: 1,
+            rdev: 0,
         };
         let ino = tree.insert(parent, name, attr, kind == NodeKind::Dir);
         let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;

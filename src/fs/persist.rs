@@ -66,9 +66,18 @@ impl Fs {
                 NodeKind::File => EntryKind::File,
                 NodeKind::Dir => EntryKind::Dir,
                 NodeKind::Symlink => EntryKind::Symlink,
+                NodeKind::Fifo => EntryKind::Fifo,
+                NodeKind::Socket => EntryKind::Socket,
+                NodeKind::CharDevice => EntryKind::CharDevice,
+                NodeKind::BlockDevice => EntryKind::BlockDevice,
             },
             cache_file: inode.content.as_ref().map(|c| c.name()),
-            size: inode.attr.size,
+            // A special file has no data: the field holds its device number instead
+            // (a schema change for one number was not worth a migration).
+            size: match inode.attr.kind.is_special() {
+                true => u64::from(inode.attr.rdev),
+                false => inode.attr.size,
+            },
             perm: inode.attr.perm,
             uid: inode.attr.uid,
             gid: inode.attr.gid,
@@ -175,6 +184,10 @@ impl Fs {
             EntryKind::File => NodeKind::File,
             EntryKind::Dir => NodeKind::Dir,
             EntryKind::Symlink => NodeKind::Symlink,
+            EntryKind::Fifo => NodeKind::Fifo,
+            EntryKind::Socket => NodeKind::Socket,
+            EntryKind::CharDevice => NodeKind::CharDevice,
+            EntryKind::BlockDevice => NodeKind::BlockDevice,
         };
         let mut mtime = from_ns(record.mtime_ns);
         let mut size = record.size;
@@ -201,6 +214,11 @@ impl Fs {
                 }
             }
         }
+        // A special file's record holds its device number as the size.
+        let (size, rdev) = match kind.is_special() {
+            true => (0, u32::try_from(size).unwrap_or(0)),
+            false => (size, 0),
+        };
         let attr = Attr {
             ino: 0,
             kind,
@@ -211,6 +229,8 @@ impl Fs {
             atime: mtime,
             mtime,
             ctime: mtime,
+            nlink: 1,
+            rdev,
         };
         let ino = match tree.child(parent, name) {
             Some(ino) => ino,

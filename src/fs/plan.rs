@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::cache::{Content, RemoteSource};
-use crate::mapping::{attrs_to_metadata, StoredAttrs, S_IFDIR, S_IFLNK, S_IFREG};
+use crate::mapping::{attrs_to_metadata, StoredAttrs};
 use crate::store::{Metadata, ObjectInfo, WriteCondition};
 
 use super::tree::{Inode, NodeKind, Stored, Tree, ROOT};
@@ -554,6 +554,10 @@ impl Fs {
                 keep_metadata: !inode.meta_known && inode.meta_version == 0,
             },
             NodeKind::Symlink => JobKind::PutBody(Bytes::from(inode.symlink_target.clone()?)),
+            // s3fs's special files: a zero-byte object, all in its metadata.
+            NodeKind::Fifo | NodeKind::Socket | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                JobKind::PutBody(Bytes::new())
+            }
             NodeKind::File => JobKind::UploadFile {
                 content: inode.content.clone()?,
                 size: inode.attr.size,
@@ -622,6 +626,9 @@ impl Fs {
                 drop(tree);
                 return self.symlink_target(ino).map(|_| ());
             }
+            if inode.attr.kind.is_special() {
+                return Ok(()); // no data to bring here
+            }
             (inode.content.clone(), inode.attr.size, tree.source_of(ino))
         };
         let content = match content {
@@ -637,15 +644,11 @@ impl Fs {
 
 /// The s3fs-compatible metadata headers for an inode.
 fn object_metadata(inode: &Inode) -> Metadata {
-    let type_bits = match inode.attr.kind {
-        NodeKind::Dir => S_IFDIR,
-        NodeKind::File => S_IFREG,
-        NodeKind::Symlink => S_IFLNK,
-    };
     attrs_to_metadata(&StoredAttrs {
-        mode: type_bits | inode.attr.perm,
+        mode: inode.attr.kind.type_bits() | inode.attr.perm,
         uid: inode.attr.uid,
         gid: inode.attr.gid,
         mtime: inode.attr.mtime,
+        rdev: inode.attr.rdev,
     })
 }

@@ -411,7 +411,7 @@ impl Drop for Reading<'_> {
 fn same_kept_attrs(a: &Attr, b: &Attr) -> bool {
     // The header as written, so times before 1970 compare too (floored seconds).
     let secs = crate::mapping::format_mtime;
-    (a.kind, a.perm, a.uid, a.gid, a.size) == (b.kind, b.perm, b.uid, b.gid, b.size)
+    (a.kind, a.perm, a.uid, a.gid, a.size, a.rdev) == (b.kind, b.perm, b.uid, b.gid, b.size, b.rdev)
         && secs(a.mtime) == secs(b.mtime)
 }
 

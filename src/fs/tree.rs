@@ -15,6 +15,56 @@ pub enum NodeKind {
     File,
     Dir,
     Symlink,
+    /// Special files: a zero-byte object whose mode has their type bits, as s3fs
+    /// makes them. The kernel handles their opens; a mount is `nodev`, so a device
+    /// from the bucket opens nothing.
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl NodeKind {
+    /// The type bits of st_mode (`S_IFMT`).
+    pub fn type_bits(self) -> u32 {
+        match self {
+            NodeKind::File => libc::S_IFREG,
+            NodeKind::Dir => libc::S_IFDIR,
+            NodeKind::Symlink => libc::S_IFLNK,
+            NodeKind::Fifo => libc::S_IFIFO,
+            NodeKind::Socket => libc::S_IFSOCK,
+            NodeKind::CharDevice => libc::S_IFCHR,
+            NodeKind::BlockDevice => libc::S_IFBLK,
+        }
+    }
+
+    /// The kind an st_mode names; None for type bits no file has.
+    pub fn from_mode(mode: u32) -> Option<NodeKind> {
+        [
+            NodeKind::File,
+            NodeKind::Dir,
+            NodeKind::Symlink,
+            NodeKind::Fifo,
+            NodeKind::Socket,
+            NodeKind::CharDevice,
+            NodeKind::BlockDevice,
+        ]
+        .into_iter()
+        .find(|kind| kind.type_bits() == mode & libc::S_IFMT)
+    }
+
+    /// A fifo, socket or device: no data of its own.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            NodeKind::Fifo | NodeKind::Socket | NodeKind::CharDevice | NodeKind::BlockDevice
+        )
+    }
+
+    /// Whether st_rdev means something for it.
+    pub fn is_device(self) -> bool {
+        matches!(self, NodeKind::CharDevice | NodeKind::BlockDevice)
+    }
 }
 
 /// Attributes as `stat` shows them.
@@ -30,6 +80,11 @@ pub struct Attr {
     pub atime: SystemTime,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
+    /// The link count: not kept in the tree but counted where attributes leave the
+    /// core (`Tree::attr_of`), so no change of the namespace can leave it stale.
+    pub nlink: u32,
+    /// The device number of a character or block device; 0 for anything else.
+    pub rdev: u32,
 }
 
 /// The object the bucket holds for an inode, as this mount last wrote or saw it.
@@ -87,6 +142,10 @@ impl Inode {
                 .is_some_and(|c| c.is_complete(self.attr.size)),
             NodeKind::Symlink => self.symlink_target.is_some(),
             NodeKind::Dir => true,
+            // Special files: their metadata is all there is.
+            NodeKind::Fifo | NodeKind::Socket | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                true
+            }
         }
     }
 
@@ -258,6 +317,31 @@ impl Tree {
 
     pub fn get(&self, ino: u64) -> Option<&Inode> {
         self.inodes.get(&ino)
+    }
+
+    /// The attributes of `ino` as stat shows them: a directory has a link from its
+    /// parent, its own `.` and each subdirectory's `..`; a name removed while open
+    /// has none left. A directory not listed yet has an unknown number of
+    /// subdirectories: 1, which find and fts read as "unknown", not as "no
+    /// subdirectories" (2 would make them skip its entries).
+    pub fn attr_of(&self, ino: u64) -> Option<Attr> {
+        let inode = self.get(ino)?;
+        let nlink = match &inode.children {
+            _ if inode.unlinked => 0,
+            Some(_) if !inode.listed => 1,
+            Some(children) => {
+                let subdirs = children
+                    .values()
+                    .filter(|&&c| self.get(c).is_some_and(Inode::is_dir))
+                    .count();
+                u32::try_from(subdirs).map_or(u32::MAX, |n| n.saturating_add(2))
+            }
+            None => 1,
+        };
+        Some(Attr {
+            nlink,
+            ..inode.attr
+        })
     }
 
     pub fn get_mut(&mut self, ino: u64) -> Option<&mut Inode> {

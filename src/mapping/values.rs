@@ -30,6 +30,11 @@ pub fn parse_mode(value: &str) -> Option<u16> {
     decimal(value).and_then(|mode| u16::try_from(mode).ok())
 }
 
+/// `x-amz-meta-rdev`: a device number, decimal, as large as FUSE carries (32 bits).
+pub fn parse_rdev(value: &str) -> Option<u32> {
+    decimal(value).and_then(|rdev| u32::try_from(rdev).ok())
+}
+
 /// `x-amz-meta-uid` / `-gid`: a decimal id; `(uid_t)-1` is "no owner" to chown(2),
 /// never an owner, so the largest id allowed is one less.
 pub fn parse_id(value: &str) -> Option<u32> {

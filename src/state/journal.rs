@@ -195,12 +195,7 @@ fn decode(payload: &[u8]) -> Option<Change> {
         REMOVE => Some(Change::Remove(r.string()?)),
         PUT => {
             let path = r.string()?;
-            let kind = match r.u8()? {
-                0 => EntryKind::File,
-                1 => EntryKind::Dir,
-                2 => EntryKind::Symlink,
-                _ => return None,
-            };
+            let kind = EntryKind::from_number(r.u8()?.into())?;
             let cache_file = r.opt_string()?;
             let size = r.u64()?;
             let (perm, uid, gid) = (r.u32()?, r.u32()?, r.u32()?);

@@ -20,6 +20,28 @@ pub enum EntryKind {
     File = 0,
     Dir = 1,
     Symlink = 2,
+    /// Special files. Having no data, their record's `size` is the device number.
+    Fifo = 3,
+    Socket = 4,
+    CharDevice = 5,
+    BlockDevice = 6,
+}
+
+impl EntryKind {
+    /// The kind a stored number names (`kind as u8` when written).
+    pub fn from_number(n: i64) -> Option<EntryKind> {
+        [
+            EntryKind::File,
+            EntryKind::Dir,
+            EntryKind::Symlink,
+            EntryKind::Fifo,
+            EntryKind::Socket,
+            EntryKind::CharDevice,
+            EntryKind::BlockDevice,
+        ]
+        .into_iter()
+        .find(|&kind| kind as i64 == n)
+    }
 }
 
 /// The object an entry's data started from, if any.
@@ -324,11 +346,7 @@ impl StateDb {
                 }),
                 None => None,
             };
-            let kind = match row.get::<_, i64>(1)? {
-                1 => EntryKind::Dir,
-                2 => EntryKind::Symlink,
-                _ => EntryKind::File,
-            };
+            let kind = EntryKind::from_number(row.get(1)?).unwrap_or(EntryKind::File);
             Ok(EntryRecord {
                 path: row.get(0)?,
                 kind,

@@ -316,13 +316,13 @@ fn mount_wide_owner_and_modes_apply_to_objects_without_metadata() {
 }
 
 /// s3fs (Debian package s3fs) mounted in the foreground on the test server.
-struct S3fs {
+pub(crate) struct S3fs {
     child: std::process::Child,
     path: PathBuf,
 }
 
 impl S3fs {
-    fn mount(env: &Env, path: &Path) -> S3fs {
+    pub(crate) fn mount(env: &Env, path: &Path) -> S3fs {
         let passwd = passwd_file(env, 0o600);
         let child = Command::new("s3fs")
             .arg(BUCKET)

@@ -21,4 +21,5 @@ mod passthrough;
 mod proxy;
 mod reconcile;
 mod remote;
+mod special;
 mod support;

@@ -405,8 +405,8 @@ impl World {
         // is 1 s): it must get there, and no call may fail meanwhile.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let seen = read_tree(&self.mnt.join("w"))
-                .unwrap_or_else(|e| panic!("{e}\n{}", context()));
+            let seen =
+                read_tree(&self.mnt.join("w")).unwrap_or_else(|e| panic!("{e}\n{}", context()));
             if seen == self.model.nodes {
                 break;
             }

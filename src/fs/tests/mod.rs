@@ -16,6 +16,7 @@ mod conflicts;
 mod hostile;
 mod lost_replies;
 mod renames;
+mod special;
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
