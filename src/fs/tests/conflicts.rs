@@ -13,10 +13,7 @@ fn a_file_replaced_again_and_again_makes_three_copies_then_waits() {
     h.write_file(ROOT, "a.txt", b"v0");
     h.flush();
     for round in 0..5u8 {
-        let attr = h.fs.lookup(ROOT, "a.txt").unwrap();
-        let fh = h.fs.open(attr.ino, true, true).unwrap();
-        h.fs.write(attr.ino, 0, &[b'l', b'0' + round]).unwrap();
-        h.fs.release(fh);
+        h.write_at("a.txt", 0, &[b'l', b'0' + round], true);
         h.store
             .insert("a.txt", &[b'r', b'0' + round], Metadata::new());
         let done = h.flush_for(Duration::from_secs(3));

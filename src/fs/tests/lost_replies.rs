@@ -15,6 +15,15 @@ impl Harness {
         self.runtime.block_on(uploader.flush(limit))
     }
 
+    /// Writes `bytes` at `offset` of an existing file at the root, truncating it
+    /// first with `truncate`, as an editor saving it would.
+    pub(super) fn write_at(&self, name: &str, offset: u64, bytes: &[u8], truncate: bool) {
+        let attr = self.fs.lookup(ROOT, name).unwrap();
+        let fh = self.fs.open(attr.ino, true, truncate).unwrap();
+        self.fs.write(attr.ino, offset, bytes).unwrap();
+        self.fs.release(fh);
+    }
+
     pub(super) fn conflict_keys(&self) -> Vec<String> {
         let keys = self.store.keys();
         keys.into_iter()
@@ -43,10 +52,7 @@ fn a_replaced_file_whose_put_reply_was_lost_is_no_conflict() {
     let h = harness();
     h.write_file(ROOT, "a.txt", b"first");
     h.flush();
-    let attr = h.fs.lookup(ROOT, "a.txt").unwrap();
-    let fh = h.fs.open(attr.ino, true, true).unwrap();
-    h.fs.write(attr.ino, 0, b"second").unwrap();
-    h.fs.release(fh);
+    h.write_at("a.txt", 0, b"second", true);
     h.store.lose_next_replies(1, 0);
     h.flush();
     assert_eq!(body_of(&h, "a.txt").as_deref(), Some(&b"second"[..]));
@@ -61,16 +67,11 @@ fn a_file_changed_after_a_lost_reply_goes_up_over_its_own_earlier_write() {
     let h = harness();
     h.write_file(ROOT, "a.txt", b"first");
     h.flush();
-    let attr = h.fs.lookup(ROOT, "a.txt").unwrap();
-    let fh = h.fs.open(attr.ino, true, true).unwrap();
-    h.fs.write(attr.ino, 0, b"second").unwrap();
-    h.fs.release(fh);
+    h.write_at("a.txt", 0, b"second", true);
     h.store.lose_next_replies(1, 1);
     assert!(!h.flush_for(Duration::from_millis(300)), "the retry waits");
     assert_eq!(body_of(&h, "a.txt").as_deref(), Some(&b"second"[..]));
-    let fh = h.fs.open(attr.ino, true, false).unwrap();
-    h.fs.write(attr.ino, 6, b"-third").unwrap();
-    h.fs.release(fh);
+    h.write_at("a.txt", 6, b"-third", false);
     h.flush();
     assert_eq!(body_of(&h, "a.txt").as_deref(), Some(&b"second-third"[..]));
     assert!(h.conflict_keys().is_empty(), "{:?}", h.store.keys());
@@ -83,10 +84,7 @@ fn a_large_file_whose_multipart_complete_reply_was_lost_is_no_conflict() {
     let body: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
     h.write_file(ROOT, "big.bin", &body);
     h.flush();
-    let attr = h.fs.lookup(ROOT, "big.bin").unwrap();
-    let fh = h.fs.open(attr.ino, true, false).unwrap();
-    h.fs.write(attr.ino, 5, b"changed").unwrap();
-    h.fs.release(fh);
+    h.write_at("big.bin", 5, b"changed", false);
     h.store.lose_next_replies(1, 0);
     h.flush();
     let mut want = body.clone();
@@ -159,10 +157,7 @@ fn another_clients_write_after_a_lost_reply_is_a_conflict() {
     let h = harness();
     h.write_file(ROOT, "a.txt", b"first");
     h.flush();
-    let attr = h.fs.lookup(ROOT, "a.txt").unwrap();
-    let fh = h.fs.open(attr.ino, true, true).unwrap();
-    h.fs.write(attr.ino, 0, b"second").unwrap();
-    h.fs.release(fh);
+    h.write_at("a.txt", 0, b"second", true);
     h.store.lose_next_replies(1, 1);
     assert!(!h.flush_for(Duration::from_millis(300)), "the retry waits");
     h.store.insert("a.txt", b"theirs", Metadata::new());
