@@ -97,11 +97,13 @@ impl Fetcher {
                         },
                     };
                     in_flight.push(async move {
+                        let heard = stats.answers();
                         let get = store.get_range_into(key, chunk, etag, sink);
                         match tokio::time::timeout(timeout, get).await {
                             Err(_) => {
-                                // No answer: offline until the next one.
-                                stats.reached(false);
+                                // No answer: offline until the next one (unless the
+                                // bucket answered others meanwhile: slow, not gone).
+                                stats.unanswered_since(heard);
                                 Err(io::Error::other(format!(
                                     "GET {key} timed out after {timeout:?}"
                                 )))

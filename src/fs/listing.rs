@@ -217,9 +217,10 @@ impl Fs {
                     return;
                 };
                 let timeout = fs.config.request_timeout;
+                let heard = fs.store.stats().answers();
                 let head = tokio::time::timeout(timeout, fs.store.head(&key)).await;
                 if head.is_err() {
-                    fs.no_answer(&format!("HEAD {key}"));
+                    fs.no_answer(&format!("HEAD {key}"), heard);
                 }
                 match head {
                     Ok(Ok(info)) => fs.apply_head(ino, &key, &info),

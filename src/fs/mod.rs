@@ -237,11 +237,13 @@ impl Fs {
         self.store.stats().is_offline()
     }
 
-    /// A request got no answer within its bound: the mount is offline until the
-    /// next answer (to any request: the poll's, the uploader's, the probe's).
-    fn no_answer(&self, what: &str) {
+    /// A request started when the store had `heard` answers got none within its
+    /// bound: the mount is offline until the next answer (to any request: the poll's,
+    /// the uploader's, the probe's), unless the bucket answered others meanwhile (a
+    /// request retried through resets is slow, the bucket is not gone).
+    fn no_answer(&self, what: &str, heard: u64) {
         tracing::warn!("{what}: no answer within {:?}", self.config.request_timeout);
-        self.store.stats().reached(false);
+        self.store.stats().unanswered_since(heard);
     }
 
     /// Runs a store request from a FUSE thread, bounded by the request timeout; while
@@ -259,6 +261,7 @@ impl Fs {
             return Err(FsError::Io(format!("{what}: the bucket is offline")));
         }
         let timeout = self.config.request_timeout;
+        let heard = self.store.stats().answers();
         // The timer must be created inside the runtime, hence the async block.
         match self
             .runtime
@@ -276,7 +279,7 @@ impl Fs {
                 Err(FsError::Io(err.to_string()))
             }
             Err(_) => {
-                self.no_answer(what);
+                self.no_answer(what, heard);
                 Err(FsError::Io(format!("{what} timed out")))
             }
         }

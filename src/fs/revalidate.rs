@@ -144,6 +144,7 @@ impl Fs {
     ) {
         let reading = self.begin_reading();
         let epoch = reading.epoch;
+        let heard = self.store.stats().answers();
         let head = self.store.head_checked(&due.key);
         let answer = match tokio::time::timeout(self.config.request_timeout, head).await {
             Ok(Ok(answer)) => answer,
@@ -153,7 +154,7 @@ impl Fs {
                 return;
             }
             Err(_) => {
-                self.no_answer(&format!("HEAD {}", due.key));
+                self.no_answer(&format!("HEAD {}", due.key), heard);
                 return;
             }
         };

@@ -16,6 +16,8 @@ pub struct StoreStats {
     pub bytes_uploaded: AtomicU64,
     /// Whether the last request reached the server (see `Reach`), and since when.
     reach: AtomicU8,
+    /// Answers received, to any request.
+    answers: AtomicU64,
     reach_since: AtomicU64,
 }
 
@@ -46,7 +48,26 @@ impl StoreStats {
     }
 
     /// Records whether a request got an answer; logs each change once.
+    /// How many answers came so far: a request that times out after the bucket
+    /// answered others meanwhile met a slow bucket, not a gone one.
+    pub fn answers(&self) -> u64 {
+        self.answers.load(Ordering::Relaxed)
+    }
+
+    /// A request started when `answers()` was `heard` got no answer within its bound:
+    /// offline, unless the bucket answered anything since. Whether it went offline.
+    pub fn unanswered_since(&self, heard: u64) -> bool {
+        if self.answers() != heard {
+            return false;
+        }
+        self.reached(false);
+        true
+    }
+
     pub fn reached(&self, answered: bool) {
+        if answered {
+            self.answers.fetch_add(1, Ordering::Relaxed);
+        }
         let now = if answered {
             Reach::Online
         } else {
@@ -95,5 +116,23 @@ impl StoreStats {
             bytes_fetched: get(&self.bytes_fetched),
             bytes_uploaded: get(&self.bytes_uploaded),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_is_offline_only_if_nothing_answered_meanwhile() {
+        let stats = StoreStats::default();
+        stats.reached(true);
+        let heard = stats.answers();
+        stats.reached(true); // another request's answer while this one waited
+        assert!(!stats.unanswered_since(heard), "slow, not gone");
+        assert_eq!(stats.reach().0, Reach::Online);
+        let heard = stats.answers();
+        assert!(stats.unanswered_since(heard), "nothing answered: gone");
+        assert_eq!(stats.reach().0, Reach::Offline);
     }
 }
