@@ -114,25 +114,26 @@ impl Fs {
         (attempt.size == info.size).then(|| attempt.clone())
     }
 
-    pub(super) fn orphan_count(&self, tree: &Tree) -> usize {
-        tree.attempts
-            .orphans(|key| {
-                self.key_owner(tree, key).is_some() || tree.pending_deletes.contains_key(key)
-            })
-            .len()
+    /// Keys with an unresolved attempt where nothing of this mount lives any more
+    /// (the file was removed or renamed before the write was resolved), whose delete
+    /// is not already owed: what a landed write there left is an orphan of ours.
+    fn orphan_keys(&self, tree: &Tree) -> Vec<String> {
+        tree.attempts.orphans(|key| {
+            self.key_owner(tree, key).is_some() || tree.pending_deletes.contains_key(key)
+        })
     }
 
-    /// Deletes for objects our lost replies may have left where nothing of this mount
-    /// lives any more (the file was removed or renamed before the write was resolved):
-    /// each deletes only an object that carries one of our tokens.
+    /// Orphans still to delete, counted as deletes owed (one being deleted included).
+    pub(super) fn orphan_count(&self, tree: &Tree) -> usize {
+        self.orphan_keys(tree).len()
+    }
+
+    /// Deletes for those orphans: each deletes only an object that carries one of our
+    /// tokens.
     pub(super) fn orphan_jobs(&self, tree: &Tree, busy: &dyn Busy, limit: usize) -> Vec<Job> {
-        tree.attempts
-            .orphans(|key| {
-                self.key_owner(tree, key).is_some()
-                    || tree.pending_deletes.contains_key(key)
-                    || tree.busy.contains_key(key)
-            })
+        self.orphan_keys(tree)
             .into_iter()
+            .filter(|key| !tree.busy.contains_key(key))
             .filter(|key| !busy.is_busy(&JobId::Delete(key.clone()), key))
             .take(limit)
             .map(|key| Job {
