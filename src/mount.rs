@@ -353,13 +353,18 @@ pub fn run(
         }
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let uploader = Uploader::new(
-        fs.clone(),
-        UploaderConfig {
-            debounce: options.upload_delay,
-            ..UploaderConfig::default()
-        },
-    );
+    let upload_config = UploaderConfig {
+        debounce: options.upload_delay,
+        ..UploaderConfig::default()
+    };
+    if !options.read_only {
+        fs.enable_streaming(crate::fs::stream::StreamConfig {
+            threshold: upload_config.multipart_threshold,
+            part_size: upload_config.part_size,
+            parts_in_flight: upload_config.parts_in_flight,
+        });
+    }
+    let uploader = Uploader::new(fs.clone(), upload_config);
     let control = crate::control::socket_path(&options.cache_dir);
     {
         let _in_runtime = runtime.enter();
