@@ -43,6 +43,8 @@ pub struct MountOptions {
     pub nonempty: bool,
     /// Hand fully cached files to the kernel (FUSE passthrough) when it allows.
     pub passthrough: bool,
+    /// Large files written in order start their multipart upload before their close.
+    pub stream_uploads: bool,
     pub request_timeout: Duration,
     pub upload_delay: Duration,
     pub unmount_timeout: Duration,
@@ -357,7 +359,7 @@ pub fn run(
         debounce: options.upload_delay,
         ..UploaderConfig::default()
     };
-    if !options.read_only {
+    if options.stream_uploads && !options.read_only {
         fs.enable_streaming(crate::fs::stream::StreamConfig {
             threshold: upload_config.multipart_threshold,
             part_size: upload_config.part_size,

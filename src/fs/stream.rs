@@ -101,10 +101,17 @@ struct Shared {
     by_ino: Mutex<HashMap<u64, Stream>>,
     /// Something in flight settled.
     settled: Notify,
+    /// Uploads the previous run recorded and never finished, read before this run
+    /// could start any of its own.
+    left_over: Mutex<Vec<(String, String)>>,
 }
 
 impl Streams {
     pub fn new(store: Arc<dyn ObjectStore>, runtime: Handle, state: Arc<StateDb>) -> Streams {
+        let left_over = state.uploads().unwrap_or_else(|err| {
+            tracing::error!(%err, "cannot read the multipart uploads of the previous run");
+            Vec::new()
+        });
         Streams(Arc::new(Shared {
             config: OnceLock::new(),
             store,
@@ -112,6 +119,7 @@ impl Streams {
             state,
             by_ino: Mutex::new(HashMap::new()),
             settled: Notify::new(),
+            left_over: Mutex::new(left_over),
         }))
     }
 
@@ -227,13 +235,7 @@ impl Streams {
     /// At start: aborts the uploads a previous run of this cache left open (killed
     /// while streaming). Only those it recorded: never another client's.
     pub async fn abort_left_over(&self) {
-        let left = match self.0.state.uploads() {
-            Ok(left) => left,
-            Err(err) => {
-                tracing::error!(%err, "cannot read the state");
-                return;
-            }
-        };
+        let left = std::mem::take(&mut *self.0.left_over.lock());
         for (upload_id, key) in left {
             match self.0.store.abort_multipart(&key, &upload_id).await {
                 Ok(()) | Err(crate::store::StoreError::NotFound(_)) => {
