@@ -267,25 +267,35 @@ impl Streams {
             broken: false,
             frozen: false,
         };
+        let token = stream.token.clone();
         map.insert(ino, stream);
         let shared = self.0.clone();
         self.0.runtime.spawn(async move {
             let created = shared.store.create_multipart(&start.key, &metadata).await;
-            shared.created(ino, &start.key, created);
+            shared.created(ino, (&start.key, &token), created);
         });
     }
 }
 
 impl Shared {
-    fn created(self: &Arc<Self>, ino: u64, key: &str, created: crate::store::StoreResult<String>) {
+    /// The create of the stream (key, token) of `ino` answered. The file may have
+    /// another stream by now (this one ended, a new one began): the token tells.
+    fn created(
+        self: &Arc<Self>,
+        ino: u64,
+        (key, token): (&str, &str),
+        created: crate::store::StoreResult<String>,
+    ) {
         let upload_id = match created {
             Ok(id) => id,
             Err(err) => {
                 tracing::debug!(%key, %err, "could not start streaming: the file goes up at close");
-                if let Some(stream) = self.by_ino.lock().get_mut(&ino) {
+                let mut map = self.by_ino.lock();
+                if let Some(stream) = map.get_mut(&ino).filter(|s| s.token == token) {
                     stream.busy -= 1;
                     stream.broken = true;
                 }
+                drop(map);
                 self.settled.notify_waiters();
                 return;
             }
@@ -297,7 +307,7 @@ impl Shared {
         let mut map = self.by_ino.lock();
         match map
             .get_mut(&ino)
-            .filter(|s| s.key == key && s.upload_id.is_none())
+            .filter(|s| s.token == token && s.upload_id.is_none())
         {
             Some(stream) => {
                 stream.busy -= 1;
