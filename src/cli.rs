@@ -128,6 +128,9 @@ pub struct MountArgs {
     /// (which sends I/O of fully cached files straight to the cache file; needs root).
     #[arg(long)]
     pub no_passthrough: bool,
+    /// Upload large files only after their close, never while they are written.
+    #[arg(long)]
+    pub no_stream_uploads: bool,
     /// Stay in the foreground and log to stderr.
     #[arg(long)]
     pub foreground: bool,
@@ -267,6 +270,7 @@ fn option_to_flags(item: &str) -> Result<Vec<String>, String> {
         "default_permissions" => switch("default-permissions"),
         "ro" => switch("read-only"),
         "no_passthrough" => switch("no-passthrough"),
+        "no_stream_uploads" => switch("no-stream-uploads"),
         "foreground" => switch("foreground"),
         "sse" | "sse_kms_key_id" | "sse_c_key_file" => valued(&key.replace('_', "-")),
         // s3fs: use_sse[=1], use_sse=kmsid[:ID] (or k[:ID]), use_sse=custom:PATH (or c:PATH).
@@ -442,6 +446,7 @@ impl MountArgs {
             read_only: self.read_only,
             nonempty: self.nonempty,
             passthrough: !self.no_passthrough,
+            stream_uploads: !self.no_stream_uploads,
             request_timeout: Duration::from_secs(self.request_timeout.max(1)),
             upload_delay: Duration::from_millis(self.upload_delay_ms),
             unmount_timeout: Duration::from_secs(self.unmount_timeout),

@@ -43,6 +43,8 @@ pub struct MountOptions {
     pub nonempty: bool,
     /// Hand fully cached files to the kernel (FUSE passthrough) when it allows.
     pub passthrough: bool,
+    /// Large files written in order start their multipart upload before their close.
+    pub stream_uploads: bool,
     pub request_timeout: Duration,
     pub upload_delay: Duration,
     pub unmount_timeout: Duration,
@@ -353,13 +355,18 @@ pub fn run(
         }
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let uploader = Uploader::new(
-        fs.clone(),
-        UploaderConfig {
-            debounce: options.upload_delay,
-            ..UploaderConfig::default()
-        },
-    );
+    let upload_config = UploaderConfig {
+        debounce: options.upload_delay,
+        ..UploaderConfig::default()
+    };
+    if options.stream_uploads && !options.read_only {
+        fs.enable_streaming(crate::fs::stream::StreamConfig {
+            threshold: upload_config.multipart_threshold,
+            part_size: upload_config.part_size,
+            parts_in_flight: upload_config.parts_in_flight,
+        });
+    }
+    let uploader = Uploader::new(fs.clone(), upload_config);
     let control = crate::control::socket_path(&options.cache_dir);
     {
         let _in_runtime = runtime.enter();

@@ -101,6 +101,28 @@ impl Fs {
         token
     }
 
+    /// A streamed upload's complete goes out: its object carries the token the
+    /// stream created it with. With `current` false that metadata is older than the
+    /// job's, so the object, if found by that token, holds the data but not the
+    /// metadata (a copy onto itself follows).
+    pub fn begin_streamed_attempt(&self, job: &Job, token: &str, current: bool) {
+        let JobId::Inode(ino) = job.id else {
+            return;
+        };
+        let meta_version = match current {
+            true => job.meta_version,
+            false => job.meta_version.wrapping_sub(1),
+        };
+        let attempt = Attempt {
+            token: token.to_string(),
+            ino,
+            data_version: job.data_version,
+            meta_version,
+            size: job.size,
+        };
+        self.tree.lock().attempts.begin(&job.key, attempt);
+    }
+
     /// The server refused the write: it surely did not land.
     pub fn attempt_failed(&self, key: &str, token: &str) {
         self.tree.lock().attempts.failed(key, token);

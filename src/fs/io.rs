@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::cache::{Content, RangeSet, RemoteSource};
 
 use super::direct::{Attach, KernelFile};
+use super::stream::Wrote;
 use super::tree::{Attr, NodeKind, Tree};
 use super::{Fs, FsError, FsResult};
 
@@ -257,9 +258,17 @@ impl Fs {
         inode.attr.ctime = now;
         inode.data_version += 1;
         inode.meta_known = true;
+        let wrote = Wrote {
+            offset,
+            len,
+            version: inode.data_version,
+        };
         tree.mark_dirty(ino);
         drop(pinned);
         written?;
+        let start = self.stream_start(&tree, ino, &wrote);
+        drop(tree);
+        self.streams.wrote(ino, wrote, start);
         Ok(data.len() as u32)
     }
 
@@ -273,6 +282,7 @@ impl Fs {
         // Pinned until the size change is recorded, like a write.
         let _pinned = content.as_ref().map(|c| c.pin());
         if let (Some(content), Some(size)) = (&content, change.size) {
+            self.streams.changed(ino);
             content.truncate(size)?;
         }
         let mut tree = self.tree.lock();

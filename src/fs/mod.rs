@@ -20,6 +20,7 @@ mod reserved;
 mod retype;
 mod revalidate;
 mod special;
+pub mod stream;
 pub mod tree;
 mod verify;
 pub mod wake;
@@ -140,6 +141,8 @@ pub struct Fs {
     checking: Mutex<HashMap<u64, revalidate::Finding>>,
     /// Keys already logged for unusable metadata (every open HEADs again).
     metadata_warned: Mutex<HashSet<String>>,
+    /// Large files whose multipart upload runs while they are written.
+    streams: stream::Streams,
 }
 
 impl Fs {
@@ -167,6 +170,7 @@ impl Fs {
         };
         let fetcher = Fetcher::new(store.clone(), runtime.clone(), config.request_timeout);
         let reader = fetcher.clone().failing_fast_offline();
+        let streams = stream::Streams::new(store.clone(), runtime.clone(), state.clone());
         let fs = Arc::new(Fs {
             tree: Mutex::new(Tree::new(root, state)),
             store,
@@ -189,6 +193,7 @@ impl Fs {
             metadata_warned: Mutex::new(Default::default()),
             poll_cadence: Mutex::new(None),
             checking: Mutex::new(HashMap::new()),
+            streams,
         });
         {
             let mut tree = fs.tree.lock();

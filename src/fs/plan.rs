@@ -154,6 +154,7 @@ impl Fs {
         let now = Instant::now();
         let mut tree = self.tree.lock();
         self.notice_all_direct_writes(&mut tree);
+        self.sweep_streams(&tree);
         let mut jobs = Vec::new();
         let mut consider = |tree: &mut Tree, ino: u64, changed: Instant| {
             self.plan_file(
@@ -643,7 +644,7 @@ impl Fs {
 }
 
 /// The s3fs-compatible metadata headers for an inode.
-fn object_metadata(inode: &Inode) -> Metadata {
+pub(super) fn object_metadata(inode: &Inode) -> Metadata {
     attrs_to_metadata(&StoredAttrs {
         mode: inode.attr.kind.type_bits() | inode.attr.perm,
         uid: inode.attr.uid,

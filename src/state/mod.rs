@@ -3,6 +3,7 @@
 //! clean data can always be read from the bucket again.
 
 mod journal;
+mod uploads;
 
 use std::path::Path;
 
@@ -176,6 +177,7 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE TABLE IF NOT EXISTS deletes (key TEXT PRIMARY KEY, etag TEXT);
 CREATE TABLE IF NOT EXISTS inflight (key TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (upload_id TEXT PRIMARY KEY, key TEXT NOT NULL);
 ";
 
 impl StateDb {

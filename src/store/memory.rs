@@ -143,6 +143,11 @@ impl MemoryStore {
         self.objects.lock().get(key).map(|o| o.metadata.clone())
     }
 
+    /// Parts received by each multipart upload neither completed nor aborted.
+    pub fn open_uploads(&self) -> Vec<usize> {
+        self.uploads.lock().values().map(|(_, p)| p.len()).collect()
+    }
+
     pub fn keys(&self) -> Vec<String> {
         self.objects.lock().keys().cloned().collect()
     }

@@ -8,6 +8,7 @@ use tokio::task::JoinSet;
 use crate::cache::Content;
 use crate::fs::attempts::{same_metadata, with_token, Attempt};
 use crate::fs::plan::{Job, JobKind, Outcome};
+use crate::fs::stream::Streamed;
 use crate::fs::{ConditionalWrites, Fs, HeadChecked};
 use crate::store::{
     CompletedPart, FileRange, Metadata, ObjectInfo, ObjectStore, StoreError, StoreResult,
@@ -103,6 +104,11 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
             source,
             base_etag,
         } => {
+            // The parts sent while the file was written, if they still hold. Taken
+            // here so that every early return below aborts what it does not use.
+            let part = part_size(*size, config.part_size);
+            let mut streamed = Unused(&fs, fs.take_stream(job, part).await);
+            let streamed = &mut streamed.1;
             let (content2, size2, source2, fs2) =
                 (content.clone(), *size, source.clone(), fs.clone());
             match blocking(move || fs2.fill_content(&content2, size2, source2.as_ref())).await {
@@ -136,7 +142,16 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
                     metadata: &sent.metadata,
                     condition: &send,
                 };
-                upload_multipart(store.clone(), upload, content.clone(), *size, config).await
+                match streamed.take() {
+                    Some(streamed) => {
+                        let done = Streaming { streamed, job };
+                        complete_streamed(&fs, upload, done, content.clone(), config).await
+                    }
+                    None => {
+                        upload_multipart(store.clone(), upload, content.clone(), *size, config)
+                            .await
+                    }
+                }
             } else {
                 store
                     .put_file(&job.key, content.path(), *size, &sent.metadata, &send)
@@ -147,6 +162,17 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
     match written {
         Ok(etag) => Ok(Outcome::Written(etag)),
         Err(err) => after_failed_write(&fs, job, sent.token, err).await,
+    }
+}
+
+/// A stream's upload not (yet) used by its job: aborted when dropped.
+struct Unused<'a>(&'a Fs, Option<Streamed>);
+
+impl Drop for Unused<'_> {
+    fn drop(&mut self) {
+        if let Some(streamed) = self.1.take() {
+            self.0.abort_stream(&streamed);
+        }
     }
 }
 
@@ -356,7 +382,7 @@ async fn upload_multipart(
 ) -> StoreResult<String> {
     let key = upload.key;
     let upload_id = store.create_multipart(key, upload.metadata).await?;
-    let result = match upload_parts(&store, key, &upload_id, content, size, config).await {
+    let result = match upload_parts(&store, key, &upload_id, content, size, 1, config).await {
         Ok(parts) => {
             store
                 .complete_multipart(key, &upload_id, parts, upload.condition)
@@ -372,18 +398,78 @@ async fn upload_multipart(
     result
 }
 
-/// Uploads parts with a bounded number in flight, each streamed from the cache file.
+/// A stream taken over by the job that completes it.
+struct Streaming<'a> {
+    streamed: Streamed,
+    job: &'a Job,
+}
+
+/// Completes the multipart upload a file started while it was written: the parts
+/// after those already sent, then the complete with the job's condition. The upload
+/// was created with the metadata of its start (the mtime has moved since): when that
+/// differs, a copy onto itself gives the object the job's, with the job's token, so
+/// a lost reply still tells which of the two writes the key holds.
+async fn complete_streamed(
+    fs: &Arc<Fs>,
+    upload: Upload<'_>,
+    streaming: Streaming<'_>,
+    content: Arc<Content>,
+    config: &UploaderConfig,
+) -> StoreResult<String> {
+    let Streaming { streamed, job } = streaming;
+    let (store, key) = (fs.store().clone(), upload.key);
+    let current = same_metadata(&streamed.metadata, upload.metadata);
+    // The object the complete makes is ours by the stream's token.
+    fs.begin_streamed_attempt(job, &streamed.token, current);
+    let first = streamed.parts.len() as u32 + 1;
+    let id = &streamed.upload_id;
+    let tail = upload_parts(&store, key, id, content, job.size, first, config).await;
+    let result = match tail {
+        Ok(rest) => {
+            let mut parts = streamed.parts.clone();
+            parts.extend(rest);
+            store
+                .complete_multipart(key, id, parts, upload.condition)
+                .await
+        }
+        Err(err) => Err(err),
+    };
+    match &result {
+        Ok(_) => fs.stream_completed(&streamed),
+        // A complete whose reply was lost is resolved by looking at the key; an
+        // abort after it does no harm.
+        Err(err) => {
+            if !outcome_unknown(err) && !matches!(err, StoreError::PreconditionFailed) {
+                fs.attempt_failed(key, &streamed.token);
+            }
+            fs.abort_stream(&streamed);
+        }
+    }
+    let etag = result?;
+    if current {
+        return Ok(etag);
+    }
+    tracing::debug!(
+        key,
+        "streamed: the final metadata goes by a copy onto itself"
+    );
+    store.copy(key, &etag, key, Some(upload.metadata)).await
+}
+
+/// Uploads parts `first..` with a bounded number in flight, each streamed from the
+/// cache file.
 async fn upload_parts(
     store: &Arc<dyn ObjectStore>,
     key: &str,
     upload_id: &str,
     content: Arc<Content>,
     size: u64,
+    first: u32,
     config: &UploaderConfig,
 ) -> StoreResult<Vec<CompletedPart>> {
     let part = part_size(size, config.part_size);
     let count = size.div_ceil(part) as u32;
-    let mut next = 1u32;
+    let mut next = first;
     let mut done = Vec::with_capacity(count as usize);
     let mut in_flight = JoinSet::new();
     while next <= count || !in_flight.is_empty() {

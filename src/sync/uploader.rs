@@ -111,6 +111,9 @@ impl Uploader {
         let wake = self.fs.wake.clone();
         let mut last_probe = None;
         let mut was_offline = false;
+        // Uploads a killed run left open in the bucket (each request has its bound).
+        let fs = self.fs.clone();
+        tokio::spawn(async move { fs.abort_left_over_uploads().await });
         loop {
             if *shutdown.borrow() {
                 break;

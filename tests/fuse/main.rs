@@ -22,4 +22,5 @@ mod proxy;
 mod reconcile;
 mod remote;
 mod special;
+mod stream;
 mod support;

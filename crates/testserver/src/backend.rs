@@ -126,6 +126,15 @@ impl Backend {
         self.inner.sse_seen.lock().clone()
     }
 
+    /// Keys of the multipart uploads started and neither completed nor aborted (what
+    /// ListMultipartUploads would list).
+    pub fn open_uploads(&self) -> Vec<String> {
+        let state = self.inner.state.lock();
+        let mut keys: Vec<String> = state.uploads.values().map(|u| u.key.clone()).collect();
+        keys.sort();
+        keys
+    }
+
     pub fn stats(&self) -> StatsSnapshot {
         let s = &self.inner.stats;
         let get = |c: &AtomicU64| c.load(Ordering::SeqCst);

@@ -17,6 +17,7 @@ mod hostile;
 mod lost_replies;
 mod renames;
 mod special;
+mod stream;
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
