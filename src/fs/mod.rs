@@ -21,6 +21,7 @@ mod retype;
 mod revalidate;
 mod special;
 pub mod tree;
+mod unknown_meta;
 mod verify;
 pub mod wake;
 

@@ -643,7 +643,7 @@ impl Fs {
 }
 
 /// The s3fs-compatible metadata headers for an inode.
-fn object_metadata(inode: &Inode) -> Metadata {
+pub(super) fn object_metadata(inode: &Inode) -> Metadata {
     attrs_to_metadata(&StoredAttrs {
         mode: inode.attr.kind.type_bits() | inode.attr.perm,
         uid: inode.attr.uid,

@@ -17,6 +17,7 @@ mod hostile;
 mod lost_replies;
 mod renames;
 mod special;
+mod unknown_meta;
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
