@@ -1,10 +1,11 @@
-//! Writes to files whose mode and owner this mount never learned (listed, their HEAD
-//! failed or not made): the upload keeps the bucket's.
+//! Files whose metadata this mount never learned (listed, their HEAD failed or not
+//! made): a write's upload keeps the bucket's mode and owner, and a name that turns
+//! out to be another type keeps its old inode answering until the kernel forgets it.
 
-use crate::mapping::S_IFREG;
+use crate::mapping::{S_IFLNK, S_IFREG};
 use crate::store::Metadata;
 
-use super::{Harness, ROOT};
+use super::{FsError, Harness, ROOT};
 
 /// An s3fs file, mode 0600, owner 5:6, mtime 1000000000.
 fn private_file() -> Metadata {
@@ -70,4 +71,31 @@ fn a_write_restored_after_a_crash_keeps_the_buckets_mode_and_owner() {
     h.flush();
     assert_eq!(h.store.body("private").unwrap().as_ref(), b"new");
     assert_kept_mode_and_owner(&h, "private");
+}
+
+/// A symlink listed as a file gets a new inode once its HEAD tells its type. The
+/// kernel may still use the old one (stat through the name it cached, before the
+/// invalidation lands): it answers, with its old type, until the kernel's FORGET,
+/// not only until its last close (that close left a brief ENOENT).
+#[test]
+fn a_retyped_names_old_inode_answers_until_the_kernel_forgets_it() {
+    let link = Metadata::from([("mode".to_string(), (S_IFLNK | 0o777).to_string())]);
+    let h = super::harness_with("", |s| s.insert("link", b"target", link));
+    let listed = h.fs.lookup(ROOT, "link").unwrap();
+    h.fs.kernel_looked_up(listed.ino);
+    assert_eq!(listed.kind, super::super::NodeKind::File, "listed: a file");
+    // The open's check learns the type: the name gets a new inode, the open the old.
+    let fh = h.fs.open(listed.ino, false, false).unwrap();
+    let now = h.fs.lookup(ROOT, "link").unwrap();
+    assert_eq!(now.kind, super::super::NodeKind::Symlink);
+    assert_ne!(now.ino, listed.ino);
+    h.fs.release(fh);
+    let old = h.fs.getattr(listed.ino).unwrap();
+    assert_eq!(
+        old.kind,
+        super::super::NodeKind::File,
+        "the old inode keeps its type"
+    );
+    h.fs.kernel_forgot(listed.ino, 1);
+    assert_eq!(h.fs.getattr(listed.ino).unwrap_err(), FsError::NotFound);
 }
