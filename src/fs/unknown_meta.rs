@@ -46,9 +46,14 @@ impl Fs {
             return Ok(None); // set here meanwhile: the next plan sends those
         }
         // Gone or replaced: the write meets that as a conflict, whatever it carries.
-        if let Some(info) = found.filter(|i| etag.is_empty() || same_etag(&i.etag, &etag)) {
+        // Another type (a symlink's 0777) has no file's mode to keep.
+        let base = found.filter(|i| etag.is_empty() || same_etag(&i.etag, &etag));
+        if let Some(info) = base {
             let mut from_bucket = inode.attr;
             self.attrs_from_object(&mut from_bucket, &key, &info, false);
+            if from_bucket.kind != NodeKind::File {
+                from_bucket = inode.attr;
+            }
             inode.attr.perm = from_bucket.perm;
             inode.attr.uid = from_bucket.uid;
             inode.attr.gid = from_bucket.gid;
