@@ -221,9 +221,13 @@ fn time(t: TimeOrNow) -> SystemTime {
     }
 }
 
-fn reply_entry(reply: ReplyEntry, op: &str, result: Result<Attr, FsError>) {
+/// Replies with an entry, counted first as a lookup the kernel holds until its FORGET.
+fn reply_entry(fs: &Fs, reply: ReplyEntry, op: &str, result: Result<Attr, FsError>) {
     match result {
-        Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(0)),
+        Ok(attr) => {
+            fs.kernel_looked_up(attr.ino);
+            reply.entry(&TTL, &file_attr(&attr), Generation(0))
+        }
         Err(err) => reply.error(errno(op, err)),
     }
 }
@@ -269,7 +273,7 @@ impl Filesystem for FuseAdapter {
             // Node id 0: "no such name" that the kernel may remember for the TTL, so
             // repeated probes (PATH searches, imports, stat before create) stay local.
             Err(FsError::NotFound) => reply.entry(&TTL, &absent_attr(), Generation(0)),
-            result => reply_entry(reply, "lookup", result),
+            result => reply_entry(&self.fs, reply, "lookup", result),
         }
     }
 
@@ -344,6 +348,7 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         reply_entry(
+            &self.fs,
             reply,
             "mkdir",
             self.fs.mkdir(parent.0, name, mode & !umask, caller(req)),
@@ -367,7 +372,7 @@ impl Filesystem for FuseAdapter {
         let made = self
             .fs
             .mknod(parent.0, name, kind, mode & !umask, rdev, caller(req));
-        reply_entry(reply, "mknod", made);
+        reply_entry(&self.fs, reply, "mknod", made);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -399,6 +404,7 @@ impl Filesystem for FuseAdapter {
             _ => return reply.error(Errno::EINVAL),
         };
         reply_entry(
+            &self.fs,
             reply,
             "symlink",
             self.fs.symlink(parent.0, name, target, caller(req)),
@@ -608,6 +614,12 @@ impl Filesystem for FuseAdapter {
             Err(err) => return reply.error(errno("readdirplus", err)),
         };
         for (i, (entry, attr)) in entries.iter().enumerate().skip(offset as usize) {
+            // The kernel counts a lookup for each entry it is given, but for . and ..
+            // (undone below when the entry does not fit).
+            let counted = entry.name != "." && entry.name != "..";
+            if counted {
+                self.fs.kernel_looked_up(entry.ino);
+            }
             let full = reply.add(
                 INodeNo(entry.ino),
                 (i + 1) as u64,
@@ -617,10 +629,17 @@ impl Filesystem for FuseAdapter {
                 Generation(0),
             );
             if full {
+                if counted {
+                    self.fs.kernel_forgot(entry.ino, 1);
+                }
                 break;
             }
         }
         reply.ok();
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.kernel_forgot(ino.0, nlookup);
     }
 
     fn ioctl(
@@ -698,6 +717,9 @@ impl Filesystem for FuseAdapter {
         drop(attach);
         // No FLUSH at close for a file made here (one round trip less per small file):
         // its record is written at create, and the RELEASE after close updates it.
+        if let Ok((attr, _)) = &created {
+            self.fs.kernel_looked_up(attr.ino);
+        }
         match created {
             Ok((attr, Opened { fh, direct })) => match direct {
                 Some(kernel) => reply.created_passthrough(

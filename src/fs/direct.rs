@@ -263,7 +263,6 @@ impl Fs {
         }
         if suspect {
             inode.data_version += 1;
-            inode.meta_known = true;
             tree.mark_dirty(ino);
         }
     }

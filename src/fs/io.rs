@@ -256,8 +256,9 @@ impl Fs {
         // changed either way, so what the mount shows is what goes up.
         inode.attr.mtime = now;
         inode.attr.ctime = now;
+        // Not `meta_known`: a write sets the mtime, not the mode and owner, which the
+        // upload keeps from the bucket when this mount never learned them.
         inode.data_version += 1;
-        inode.meta_known = true;
         let wrote = Wrote {
             offset,
             len,
@@ -317,7 +318,7 @@ impl Fs {
         }
         if meta_changed || change.size.is_some() {
             inode.attr.ctime = now;
-            inode.meta_known = true;
+            inode.meta_known |= meta_changed;
             tree.mark_dirty(ino);
             self.persist(&mut tree, ino);
         }

@@ -22,6 +22,7 @@ mod revalidate;
 mod special;
 pub mod stream;
 pub mod tree;
+mod unknown_meta;
 mod verify;
 pub mod wake;
 

@@ -246,7 +246,9 @@ impl Fs {
         if let Some(inode) = tree.get_mut(ino) {
             inode.attr = Attr { ino, ..attr };
             inode.symlink_target = record.target.clone();
-            inode.meta_known = true;
+            // A file changed here with its mode and owner untouched may show defaults
+            // its mount never replaced: its upload looks them up (unknown_meta.rs).
+            inode.meta_known = record.meta_dirty || record.base.is_none() || kind != NodeKind::File;
             inode.content = content;
             inode.data_version = record.data_dirty as u64;
             inode.meta_version = record.meta_dirty as u64;

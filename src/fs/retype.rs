@@ -37,12 +37,14 @@ impl Fs {
         }
         let (parent, name) = (inode.parent, inode.name.clone());
         tracing::debug!(%key, kind = ?from_bucket.kind, "the object's type is known now: a new inode");
-        // The old inode stays (unlinked, its old type) until its last close: the
-        // kernel may still ask for its attributes before the invalidation lands, and
-        // an answer of another type, or none, would fail that call.
+        // The old inode stays (unlinked, its old type) until its last close and the
+        // kernel's FORGET: the kernel may still ask for its attributes before the
+        // invalidation lands, and an answer of another type, or none, would fail that
+        // call (ENOENT right after a close).
         tree.detach(ino);
         if let Some(old) = tree.get_mut(ino) {
             old.unlinked = true;
+            old.retyped = true;
         }
         let remote = RemoteVersion {
             key: key.to_string(),
@@ -82,5 +84,25 @@ impl Fs {
         if let Ok(Some(info)) = head {
             self.apply_head(ino, &key, &info);
         }
+    }
+}
+
+impl Fs {
+    /// The kernel was given `ino` in an entry (lookup, create, readdirplus): it holds
+    /// one lookup more, until a FORGET.
+    pub fn kernel_looked_up(&self, ino: u64) {
+        if let Some(inode) = self.tree.lock().get_mut(ino) {
+            inode.kernel_lookups += 1;
+        }
+    }
+
+    /// FORGET: the kernel dropped `count` lookups of `ino`. A retyped name's old inode
+    /// goes once the kernel holds none and no handle is open.
+    pub fn kernel_forgot(&self, ino: u64, count: u64) {
+        let mut tree = self.tree.lock();
+        if let Some(inode) = tree.get_mut(ino) {
+            inode.kernel_lookups = inode.kernel_lookups.saturating_sub(count);
+        }
+        tree.forget_if_unused(ino);
     }
 }

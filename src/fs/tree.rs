@@ -122,6 +122,11 @@ pub struct Inode {
     pub unflushed_writers: u32,
     /// Removed from the namespace; lives on while handles are open.
     pub unlinked: bool,
+    /// Its name got an inode of another type (retype.rs): it also lives on while the
+    /// kernel holds lookups of it, which it may use until the invalidation lands.
+    pub retyped: bool,
+    /// Entries the kernel was given minus those it forgot (FORGET).
+    pub kernel_lookups: u64,
     /// When the bucket last confirmed `stored` (a listing or a HEAD).
     pub checked: Option<Instant>,
     /// Handles whose I/O goes straight to the cache file, if any are open.
@@ -167,6 +172,8 @@ impl Inode {
             open_writers: 0,
             unflushed_writers: 0,
             unlinked: false,
+            retyped: false,
+            kernel_lookups: 0,
             checked: None,
             direct: None,
             fill_on_read: Default::default(),
@@ -577,12 +584,11 @@ impl Tree {
             .collect()
     }
 
-    /// Drops an unlinked inode once no handle holds it.
+    /// Drops an unlinked inode once no handle holds it (nor the kernel, if retyped).
     pub fn forget_if_unused(&mut self, ino: u64) {
-        let unused = self
-            .inodes
-            .get(&ino)
-            .is_some_and(|i| i.unlinked && i.open_handles == 0);
+        let unused = self.inodes.get(&ino).is_some_and(|i| {
+            i.unlinked && i.open_handles == 0 && !(i.retyped && i.kernel_lookups > 0)
+        });
         if unused {
             self.set_stored(ino, None);
             if let Some(content) = self.inodes.get(&ino).and_then(|i| i.content.as_ref()) {

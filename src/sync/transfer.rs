@@ -27,9 +27,11 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
         (_, true) => job.condition.clone(),
     };
     let check_first = send != job.condition;
+    // A file whose mode and owner the mount never learned keeps the bucket's.
+    let learned = fs.metadata_before_upload(job).await?;
     let token = fs.begin_attempt(job);
     let sent = Sent {
-        metadata: with_token(&job.metadata, &token),
+        metadata: with_token(learned.as_ref().unwrap_or(&job.metadata), &token),
         token: &token,
     };
     let written = match &job.kind {
@@ -272,7 +274,7 @@ async fn unchanged(
         Some(info) if crate::fs::same_etag(&info.etag, base) => info,
         _ => return Ok(None),
     };
-    if same_metadata(&info.metadata, &job.metadata) {
+    if same_metadata(&info.metadata, &sent.metadata) {
         tracing::debug!(key = %job.key, "rewritten with the same content: nothing to upload");
         return Ok(Some(Outcome::Written(info.etag)));
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::support::*;
 
 /// Seeds CI runs; a seed that once failed stays here as a regression test.
-const SEEDS: [u64; 2] = [1, 2];
+const SEEDS: [u64; 3] = [1, 2, 10];
 const STEPS: usize = 120;
 /// Operations between two syncs and checks.
 const CHECK_EVERY: usize = 15;

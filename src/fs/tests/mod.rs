@@ -18,6 +18,7 @@ mod lost_replies;
 mod renames;
 mod special;
 mod stream;
+mod unknown_meta;
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
