@@ -16,7 +16,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, EncodingType, MetadataDirectiv
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
-use super::s3_errors::map_err;
+use super::s3_errors::{connection_cut, map_err};
 use super::{
     expect_version, same_etag, version_changed, CompletedPart, Encryption, FileRange, Listing,
     Metadata, ObjectInfo, ObjectStore, ObjectSummary, PieceSink, StoreError, StoreResult,
@@ -131,7 +131,12 @@ impl S3Store {
             err,
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
         );
-        self.stats.reached(!unanswered);
+        // A connection cut after it was made met a flaky server, not a gone one: it
+        // leaves online or offline as it was (a reset HEAD made every uncached read
+        // fail with EIO until the next answer; model test seed 10).
+        if !(matches!(err, SdkError::DispatchFailure(_)) && connection_cut(&err)) {
+            self.stats.reached(!unanswered);
+        }
         map_err(err, key, &self.bucket)
     }
 

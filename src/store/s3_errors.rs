@@ -109,6 +109,11 @@ fn no_answer(err: &(dyn Error + 'static)) -> String {
             innermost(err)
         );
     }
+    if connection_cut(err) {
+        return "the connection was closed before an answer: the server may be restarting or \
+                a proxy in between may have cut it"
+            .into();
+    }
     match io {
         Some(ErrorKind::ConnectionRefused) => {
             "connection refused: is the endpoint URL right (host and port) and its server \
@@ -116,14 +121,6 @@ fn no_answer(err: &(dyn Error + 'static)) -> String {
                 .into()
         }
         Some(ErrorKind::TimedOut) => TIMED_OUT.into(),
-        Some(
-            ErrorKind::ConnectionReset
-            | ErrorKind::ConnectionAborted
-            | ErrorKind::BrokenPipe
-            | ErrorKind::UnexpectedEof,
-        ) => "the connection was closed before an answer: the server may be restarting or \
-              a proxy in between may have cut it"
-            .into(),
         Some(
             ErrorKind::HostUnreachable
             | ErrorKind::NetworkUnreachable
@@ -138,6 +135,27 @@ fn no_answer(err: &(dyn Error + 'static)) -> String {
             innermost(err)
         ),
     }
+}
+
+/// Whether a request that got no answer had reached the server: the connection was
+/// cut after it was made (reset, closed mid-message). The server is there, so this
+/// says nothing about being offline; refused, unreachable or silent connections do.
+pub(super) fn connection_cut(err: &(dyn Error + 'static)) -> bool {
+    causes(err).iter().any(|e| {
+        let cut_io = e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            )
+        });
+        // hyper's words for a response cut short, which carries no I/O error.
+        cut_io
+            || e.to_string()
+                .contains("connection closed before message completed")
+    })
 }
 
 /// The deepest cause's own words (an OS error, a TLS alert, ...).
@@ -268,6 +286,28 @@ mod tests {
             said,
             "cannot connect (odd): check the endpoint URL and the network"
         );
+    }
+
+    #[test]
+    fn only_a_connection_cut_after_it_was_made_says_the_server_is_there() {
+        let reset = chain(
+            &["dispatch failure"],
+            io(ErrorKind::ConnectionReset, "reset"),
+        );
+        assert!(connection_cut(&reset));
+        let cut_short = chain(
+            &["dispatch failure", "io error"],
+            Box::new(Layer("connection closed before message completed", None)),
+        );
+        assert!(connection_cut(&cut_short));
+        assert!(no_answer(&cut_short).starts_with("the connection was closed"));
+        let refused = chain(
+            &["dispatch failure", "client error (Connect)"],
+            io(ErrorKind::ConnectionRefused, "refused"),
+        );
+        assert!(!connection_cut(&refused));
+        let silent = chain(&["dispatch failure"], io(ErrorKind::TimedOut, "timed out"));
+        assert!(!connection_cut(&silent));
     }
 
     #[test]
