@@ -9,6 +9,7 @@ pub mod client;
 pub mod control;
 pub mod credentials;
 pub mod daemon;
+pub mod doctor;
 pub mod etag;
 pub mod fs;
 pub mod fuse;

@@ -59,6 +59,12 @@ fn main() -> ExitCode {
             &mountpoint,
             Duration::from_secs(timeout),
         )),
+        Cmd::Doctor(args) => match s3syncfs::doctor::run(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(err) => outcome(Err(err)),
+        },
+        Cmd::GenerateManual { dir } => outcome(cli::manual::write_or_explain(&dir)),
     }
 }
 
@@ -68,10 +74,10 @@ fn mount_command(args: MountArgs, argv: &[String]) -> ExitCode {
         daemon::close_inherited();
     }
     daemon::private_umask();
-    if !args.foreground && !args.daemon_child {
+    if !args.settings.foreground && !args.daemon_child {
         return daemonize(&args, argv);
     }
-    s3syncfs::logging::init(&args.log_level, args.daemon_child);
+    s3syncfs::logging::init(&args.settings.log_level, args.daemon_child);
     // Many FUSE and I/O threads each get a malloc arena by default; a few suffice and
     // keep the resident memory of a long-running daemon small. A fixed mmap threshold
     // keeps big buffers (FUSE request buffers, upload parts, fetched ranges) out of the

@@ -191,7 +191,7 @@ pub(crate) fn is_mount_point(path: &Path) -> bool {
 }
 
 /// The startup check's failure as a sentence that says what to check.
-fn explain_access_error(err: StoreError, options: &MountOptions) -> anyhow::Error {
+pub(crate) fn explain_access_error(err: StoreError, options: &MountOptions) -> anyhow::Error {
     let bucket = &options.bucket;
     match err {
         StoreError::NoSuchBucket(b) => anyhow::anyhow!(

@@ -5,6 +5,7 @@ mod cli;
 mod control;
 mod crash;
 mod dirs;
+mod doctor;
 mod economy;
 mod field;
 mod files;
