@@ -18,6 +18,7 @@ pub mod handover;
 pub mod logging;
 pub mod mapping;
 pub mod mount;
+pub mod notify;
 pub mod state;
 pub mod store;
 pub mod sync;

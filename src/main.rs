@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use s3syncfs::cli::{self, Cli, Cmd, MountArgs};
 use s3syncfs::client;
-use s3syncfs::{cache_dir, daemon, mount};
+use s3syncfs::{cache_dir, daemon, mount, notify};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -102,7 +102,16 @@ fn mount_command(args: MountArgs, argv: &[String]) -> ExitCode {
         daemon::leave_working_dir();
     }
     let report_to_parent = args.daemon_child;
+    let watched = notify::Watched {
+        mountpoint: options.mountpoint.clone(),
+        cache_dir: options.cache_dir.clone(),
+        announce_ready: !report_to_parent,
+        unmount_timeout: options.unmount_timeout,
+    };
     let ready = move |result: Result<(), String>| {
+        if let (Ok(()), Some(notifier)) = (&result, notify::Notifier::from_env()) {
+            notify::start(notifier, watched);
+        }
         if report_to_parent {
             let line = match &result {
                 Ok(()) => "READY".to_string(),
@@ -178,7 +187,9 @@ fn daemonize(args: &MountArgs, argv: &[String]) -> ExitCode {
         .args(&argv)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(log);
+        .stderr(log)
+        // The watchdog is the child's to feed once it is the main process (below).
+        .env_remove("WATCHDOG_PID");
     daemon::new_session(&mut command);
     let child = command.spawn();
     let mut child = match child {
@@ -209,7 +220,13 @@ fn daemonize(args: &MountArgs, argv: &[String]) -> ExitCode {
         .split_once(' ')
         .map_or((line.trim_end(), ""), |(a, b)| (a, b))
     {
-        ("READY", _) => ExitCode::SUCCESS,
+        ("READY", _) => {
+            // Under a Type=notify unit the child, which stays, becomes the main process.
+            if let Some(notifier) = notify::Notifier::from_env() {
+                notifier.send(&format!("READY=1\nMAINPID={}", child.id()));
+            }
+            ExitCode::SUCCESS
+        }
         ("ERROR", why) => {
             eprintln!("s3syncfs: {why}");
             let _ = child.wait();

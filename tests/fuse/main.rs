@@ -17,6 +17,7 @@ mod integrity;
 mod kept_pages;
 mod linux;
 mod model;
+mod notify;
 mod outage;
 mod passthrough;
 mod proxy;
