@@ -103,7 +103,9 @@ pub fn prepare(dir: &Path, owner: &Owner) -> anyhow::Result<Found> {
                 }
                 // Another mount made it a moment ago: checked below like any other.
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(err) => bail!("cannot create cache dir {shown}: {err}"),
+                Err(err) => {
+                    bail!("cannot create cache dir {shown}: {err}; give a cache_dir= you can write")
+                }
             }
         }
         Err(err) => bail!("cannot examine cache dir {shown}: {err}"),

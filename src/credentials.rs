@@ -163,7 +163,10 @@ pub async fn check(provider: &SharedCredentialsProvider, within: Duration) -> an
             "no usable credentials ({err}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
              use profile= with ~/.aws/credentials, or credentials_file="
         ),
-        Err(_) => bail!("no credentials within {within:?} (the credential chain did not answer)"),
+        Err(_) => bail!(
+            "no credentials within {within:?} (the credential chain did not answer): set \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, use profile= or credentials_file="
+        ),
     }
 }
 

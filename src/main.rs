@@ -195,7 +195,7 @@ fn daemonize(args: &MountArgs, argv: &[String]) -> ExitCode {
     let mut child = match child {
         Ok(c) => c,
         Err(err) => {
-            eprintln!("s3syncfs: cannot start the daemon: {err}");
+            eprintln!("s3syncfs: cannot start the daemon: {err}; try --foreground to see it run");
             return ExitCode::from(1);
         }
     };
@@ -255,7 +255,7 @@ fn unmount_command(mountpoint: &PathBuf) -> ExitCode {
         Ok(s) if s.success() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(err) => {
-            eprintln!("s3syncfs: cannot run fusermount3: {err}");
+            eprintln!("s3syncfs: cannot run fusermount3: {err}; install the fuse3 package");
             ExitCode::from(1)
         }
     }
