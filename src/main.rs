@@ -108,19 +108,31 @@ fn mount_command(args: MountArgs, argv: &[String]) -> ExitCode {
         announce_ready: !report_to_parent,
         unmount_timeout: options.unmount_timeout,
     };
+    let mountpoint = options.mountpoint.clone();
     let ready = move |result: Result<(), String>| {
         if let (Ok(()), Some(notifier)) = (&result, notify::Notifier::from_env()) {
             notify::start(notifier, watched);
         }
-        if report_to_parent {
-            let line = match &result {
-                Ok(()) => "READY".to_string(),
-                Err(why) => format!("ERROR {why}"),
-            };
-            let mut out = std::io::stdout();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-            detach_stdout();
+        if !report_to_parent {
+            return;
+        }
+        match result {
+            // The session starts serving after this returns: READY once it answers, so
+            // mount(8) and an fstab mount unit return only then.
+            Ok(()) => {
+                let waiter = std::thread::Builder::new()
+                    .name("s3syncfs-ready".into())
+                    .spawn(move || {
+                        if !notify::answers_within(&mountpoint, READY_BOUND) {
+                            tracing::warn!("the new mount does not answer a stat yet");
+                        }
+                        report_line("READY");
+                    });
+                if waiter.is_err() {
+                    report_line("READY");
+                }
+            }
+            Err(why) => report_line(&format!("ERROR {why}")),
         }
     };
     // A line for the user before the mount is ready (waiting for the cache dir's
@@ -145,6 +157,17 @@ fn mount_command(args: MountArgs, argv: &[String]) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Longest wait for the new mount to answer before the daemon reports it ready anyway.
+const READY_BOUND: Duration = Duration::from_secs(10);
+
+/// Tells the daemonizing parent how the mount went; stdout is not used after that.
+fn report_line(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    detach_stdout();
 }
 
 /// The daemon's stdout was the readiness channel; after READY it points at /dev/null.

@@ -56,6 +56,19 @@ pub fn watchdog_interval() -> Option<Duration> {
     (for_us && usec > 0).then(|| Duration::from_micros(usec))
 }
 
+/// Whether a stat of `mountpoint` (which the mount's own session answers) returns,
+/// and succeeds, within `bound`.
+pub fn answers_within(mountpoint: &Path, bound: Duration) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = mountpoint.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("s3syncfs-stat".into())
+        .spawn(move || {
+            let _ = tx.send(std::fs::metadata(&path).is_ok());
+        });
+    spawned.is_ok() && rx.recv_timeout(bound).unwrap_or(false)
+}
+
 /// What the monitor needs to know about the mount.
 pub struct Watched {
     pub mountpoint: PathBuf,
