@@ -154,3 +154,35 @@ fn describe(s: &Status) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abstract_and_path_sockets_are_addressed() {
+        use std::os::linux::net::SocketAddrExt;
+        let abstract_name = address_of(Path::new("@/org/freedesktop/systemd1/notify")).unwrap();
+        assert_eq!(
+            abstract_name.as_abstract_name(),
+            Some(&b"/org/freedesktop/systemd1/notify"[..])
+        );
+        let path = address_of(Path::new("/run/systemd/notify")).unwrap();
+        assert_eq!(path.as_pathname(), Some(Path::new("/run/systemd/notify")));
+    }
+
+    #[test]
+    fn a_datagram_reaches_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        let notifier = Notifier {
+            socket: UnixDatagram::unbound().unwrap(),
+            address: address_of(&path).unwrap(),
+        };
+        notifier.send("READY=1\nSTATUS=mounted");
+        let mut buf = [0u8; 64];
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\nSTATUS=mounted");
+    }
+}
