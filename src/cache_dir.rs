@@ -103,7 +103,9 @@ pub fn prepare(dir: &Path, owner: &Owner) -> anyhow::Result<Found> {
                 }
                 // Another mount made it a moment ago: checked below like any other.
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(err) => bail!("cannot create cache dir {shown}: {err}"),
+                Err(err) => {
+                    bail!("cannot create cache dir {shown}: {err}; give a cache_dir= you can write")
+                }
             }
         }
         Err(err) => bail!("cannot examine cache dir {shown}: {err}"),
@@ -195,7 +197,7 @@ pub fn is_cache_dir_of(dir: &Path, bucket: &str, prefix: &str) -> bool {
 
 /// The ssh rule for key files, applied to the cache dir: it must be the mounting
 /// user's, and nobody else may write in it (they could replace the files we trust).
-fn check_owner_and_mode(dir: &str, uid: u32, mode: u32, me: u32) -> Result<(), String> {
+pub(crate) fn check_owner_and_mode(dir: &str, uid: u32, mode: u32, me: u32) -> Result<(), String> {
     if uid != me {
         return Err(format!(
             "cache dir {dir} belongs to uid {uid}, not to uid {me} who mounts: its owner \

@@ -24,7 +24,11 @@ fn socket_of(mountpoint: &Path) -> anyhow::Result<PathBuf> {
     // at most that many bytes into it.
     let n = unsafe { libc::ioctl(root.as_raw_fd(), CONTROL_IOCTL as _, buf.as_mut_ptr()) };
     if n <= 0 || n as usize > buf.len() {
-        bail!("{} is not an s3syncfs mount", mountpoint.display());
+        bail!(
+            "{} is not an s3syncfs mount: give the mount point of a running mount (findmnt -t \
+             fuse.s3syncfs lists them)",
+            mountpoint.display()
+        );
     }
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(
         &buf[..n as usize],
@@ -35,7 +39,12 @@ fn socket_of(mountpoint: &Path) -> anyhow::Result<PathBuf> {
 fn request(mountpoint: &Path, what: &str, wait: Duration) -> anyhow::Result<BufReader<UnixStream>> {
     let socket = socket_of(mountpoint)?;
     let mut stream = UnixStream::connect(&socket)
-        .with_context(|| format!("cannot reach the daemon at {}", socket.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot reach the daemon at {}; the daemon may have exited: see CACHE_DIR/s3syncfs.log or journalctl -t s3syncfs",
+                socket.display()
+            )
+        })?;
     stream.set_read_timeout(Some(wait.max(Duration::from_secs(1))))?;
     stream.write_all(format!("{what}\n").as_bytes())?;
     Ok(BufReader::new(stream))
@@ -45,7 +54,7 @@ pub fn status_command(mountpoint: &Path, json: bool) -> anyhow::Result<()> {
     let mut line = String::new();
     request(mountpoint, "status", Duration::from_secs(10))?
         .read_line(&mut line)
-        .context("the daemon did not answer")?;
+        .context("the daemon did not answer; the daemon may have exited: see CACHE_DIR/s3syncfs.log or journalctl -t s3syncfs")?;
     let status: Status =
         serde_json::from_str(line.trim()).with_context(|| format!("odd answer {line:?}"))?;
     if json {
@@ -177,7 +186,7 @@ pub fn sync_command(mountpoint: &Path, timeout: Duration) -> anyhow::Result<()> 
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let last = last.ok_or_else(|| anyhow!("the daemon sent nothing"))?;
+    let last = last.ok_or_else(|| anyhow!("the daemon sent nothing; the daemon may have exited: see CACHE_DIR/s3syncfs.log or journalctl -t s3syncfs"))?;
     if !last.done {
         let why = last.failing.map(|f| format!("; last failure: {f}"));
         bail!(
@@ -210,7 +219,13 @@ pub fn verify_command(
         Some(p) if p.is_absolute() => {
             let root = std::path::absolute(mountpoint)?;
             p.strip_prefix(&root)
-                .map_err(|_| anyhow!("{} is not in {}", p.display(), root.display()))?
+                .map_err(|_| {
+                    anyhow!(
+                        "{} is not in {}: give a path inside the mount",
+                        p.display(),
+                        root.display()
+                    )
+                })?
                 .to_string_lossy()
                 .into_owned()
         }
@@ -236,7 +251,7 @@ pub fn verify_command(
     });
     let mut report = None;
     for line in reader.lines() {
-        let line = line.context("the daemon stopped answering")?;
+        let line = line.context("the daemon stopped answering; the daemon may have exited: see CACHE_DIR/s3syncfs.log or journalctl -t s3syncfs")?;
         match serde_json::from_str::<VerifyLine>(&line)? {
             VerifyLine::Progress { done, total } => {
                 if let Some(bar) = &bar {
@@ -254,7 +269,7 @@ pub fn verify_command(
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let report = report.ok_or_else(|| anyhow!("the daemon sent no report"))?;
+    let report = report.ok_or_else(|| anyhow!("the daemon sent no report; the daemon may have exited: see CACHE_DIR/s3syncfs.log or journalctl -t s3syncfs"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -34,36 +34,100 @@ pub fn provider(
             )))
         }
         CredentialSource::Chain { profile } => {
-            let mut profile_provider =
-                aws_config::profile::ProfileFileCredentialsProvider::builder();
-            if let Some(name) = profile {
-                profile_provider = profile_provider.profile_name(name);
-            }
-            let mut chain = CredentialsProviderChain::first_try(
-                "Environment",
-                aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
-            )
-            .or_else("Profile", profile_provider.build())
-            .or_else(
-                "WebIdentityToken",
-                aws_config::web_identity_token::WebIdentityTokenCredentialsProvider::builder()
-                    .build(),
-            )
-            .or_else(
-                "EcsContainer",
-                aws_config::ecs::EcsCredentialsProvider::builder().build(),
-            );
-            if aws_endpoint {
-                chain = chain.or_else(
-                    "Ec2InstanceMetadata",
-                    aws_config::imds::credentials::ImdsCredentialsProvider::builder().build(),
-                );
+            let mut links = chain_links(profile.as_deref(), aws_endpoint).into_iter();
+            let (name, first) = links.next().expect("the chain has links");
+            let mut chain = CredentialsProviderChain::first_try(name, first);
+            for (name, link) in links {
+                chain = chain.or_else(name, link);
             }
             Ok(SharedCredentialsProvider::new(KeptOutOfLogs(
                 SharedCredentialsProvider::new(chain),
             )))
         }
     }
+}
+
+/// The AWS chain's providers in the order they are asked, each with its name.
+fn chain_links(
+    profile: Option<&str>,
+    aws_endpoint: bool,
+) -> Vec<(&'static str, SharedCredentialsProvider)> {
+    let mut profile_provider = aws_config::profile::ProfileFileCredentialsProvider::builder();
+    if let Some(name) = profile {
+        profile_provider = profile_provider.profile_name(name);
+    }
+    let mut links = vec![
+        (
+            "Environment",
+            SharedCredentialsProvider::new(
+                aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+            ),
+        ),
+        (
+            "Profile",
+            SharedCredentialsProvider::new(profile_provider.build()),
+        ),
+        (
+            "WebIdentityToken",
+            SharedCredentialsProvider::new(
+                aws_config::web_identity_token::WebIdentityTokenCredentialsProvider::builder()
+                    .build(),
+            ),
+        ),
+        (
+            "EcsContainer",
+            SharedCredentialsProvider::new(
+                aws_config::ecs::EcsCredentialsProvider::builder().build(),
+            ),
+        ),
+    ];
+    if aws_endpoint {
+        links.push((
+            "Ec2InstanceMetadata",
+            SharedCredentialsProvider::new(
+                aws_config::imds::credentials::ImdsCredentialsProvider::builder().build(),
+            ),
+        ));
+    }
+    links
+}
+
+/// Which source the credentials of a mount come from, in words (`s3syncfs doctor`):
+/// the chain's links are asked one by one, each within `within`.
+pub async fn describe_source(
+    source: &CredentialSource,
+    bucket: &str,
+    aws_endpoint: bool,
+    within: Duration,
+) -> anyhow::Result<String> {
+    let profile = match source {
+        CredentialSource::PasswdFile(path) => {
+            read_passwd_file(path, bucket)?;
+            return Ok(format!("credentials file {}", path.display()));
+        }
+        CredentialSource::Chain { profile } => profile.clone(),
+    };
+    for (name, link) in chain_links(profile.as_deref(), aws_endpoint) {
+        if let Ok(Ok(_)) = tokio::time::timeout(within, link.provide_credentials()).await {
+            return Ok(match name {
+                "Environment" => "the environment (AWS_ACCESS_KEY_ID)".to_string(),
+                "Profile" => format!(
+                    "profile {} of ~/.aws/credentials or ~/.aws/config",
+                    profile
+                        .clone()
+                        .or_else(|| std::env::var("AWS_PROFILE").ok())
+                        .unwrap_or_else(|| "default".into())
+                ),
+                "WebIdentityToken" => "web identity (AWS_WEB_IDENTITY_TOKEN_FILE)".to_string(),
+                "EcsContainer" => "the ECS container endpoint".to_string(),
+                _ => "EC2 instance metadata (an instance role)".to_string(),
+            });
+        }
+    }
+    bail!(
+        "no usable credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, use \
+         profile= with ~/.aws/credentials, or credentials_file="
+    )
 }
 
 /// Hands out what the inner provider does, and has the log redact each value first:
@@ -99,7 +163,10 @@ pub async fn check(provider: &SharedCredentialsProvider, within: Duration) -> an
             "no usable credentials ({err}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
              use profile= with ~/.aws/credentials, or credentials_file="
         ),
-        Err(_) => bail!("no credentials within {within:?} (the credential chain did not answer)"),
+        Err(_) => bail!(
+            "no credentials within {within:?} (the credential chain did not answer): set \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, use profile= or credentials_file="
+        ),
     }
 }
 

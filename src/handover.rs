@@ -171,7 +171,11 @@ fn try_lock(lock: &File, cache_dir: &Path) -> anyhow::Result<bool> {
     let err = std::io::Error::last_os_error();
     match err.raw_os_error() {
         Some(libc::EWOULDBLOCK) | Some(libc::EINTR) => Ok(false),
-        _ => bail!("cannot lock cache dir {}: {err}", cache_dir.display()),
+        _ => bail!(
+            "cannot lock cache dir {}: {err}; the cache dir must be on a local file system \
+             that supports flock (not NFS)",
+            cache_dir.display()
+        ),
     }
 }
 

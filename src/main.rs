@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use s3syncfs::cli::{self, Cli, Cmd, MountArgs};
 use s3syncfs::client;
-use s3syncfs::{cache_dir, daemon, mount};
+use s3syncfs::{cache_dir, daemon, mount, notify};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -59,6 +59,12 @@ fn main() -> ExitCode {
             &mountpoint,
             Duration::from_secs(timeout),
         )),
+        Cmd::Doctor(args) => match s3syncfs::doctor::run(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(err) => outcome(Err(err)),
+        },
+        Cmd::GenerateManual { dir } => outcome(cli::manual::write_or_explain(&dir)),
     }
 }
 
@@ -68,10 +74,10 @@ fn mount_command(args: MountArgs, argv: &[String]) -> ExitCode {
         daemon::close_inherited();
     }
     daemon::private_umask();
-    if !args.foreground && !args.daemon_child {
+    if !args.settings.foreground && !args.daemon_child {
         return daemonize(&args, argv);
     }
-    s3syncfs::logging::init(&args.log_level, args.daemon_child);
+    s3syncfs::logging::init(&args.settings.log_level, args.daemon_child);
     // Many FUSE and I/O threads each get a malloc arena by default; a few suffice and
     // keep the resident memory of a long-running daemon small. A fixed mmap threshold
     // keeps big buffers (FUSE request buffers, upload parts, fetched ranges) out of the
@@ -96,16 +102,37 @@ fn mount_command(args: MountArgs, argv: &[String]) -> ExitCode {
         daemon::leave_working_dir();
     }
     let report_to_parent = args.daemon_child;
+    let watched = notify::Watched {
+        mountpoint: options.mountpoint.clone(),
+        cache_dir: options.cache_dir.clone(),
+        announce_ready: !report_to_parent,
+        unmount_timeout: options.unmount_timeout,
+    };
+    let mountpoint = options.mountpoint.clone();
     let ready = move |result: Result<(), String>| {
-        if report_to_parent {
-            let line = match &result {
-                Ok(()) => "READY".to_string(),
-                Err(why) => format!("ERROR {why}"),
-            };
-            let mut out = std::io::stdout();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-            detach_stdout();
+        if let (Ok(()), Some(notifier)) = (&result, notify::Notifier::from_env()) {
+            notify::start(notifier, watched);
+        }
+        if !report_to_parent {
+            return;
+        }
+        match result {
+            // The session starts serving after this returns: READY once it answers, so
+            // mount(8) and an fstab mount unit return only then.
+            Ok(()) => {
+                let waiter = std::thread::Builder::new()
+                    .name("s3syncfs-ready".into())
+                    .spawn(move || {
+                        if !notify::answers_within(&mountpoint, READY_BOUND) {
+                            tracing::warn!("the new mount does not answer a stat yet");
+                        }
+                        report_line("READY");
+                    });
+                if waiter.is_err() {
+                    report_line("READY");
+                }
+            }
+            Err(why) => report_line(&format!("ERROR {why}")),
         }
     };
     // A line for the user before the mount is ready (waiting for the cache dir's
@@ -130,6 +157,17 @@ fn mount_command(args: MountArgs, argv: &[String]) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Longest wait for the new mount to answer before the daemon reports it ready anyway.
+const READY_BOUND: Duration = Duration::from_secs(10);
+
+/// Tells the daemonizing parent how the mount went; stdout is not used after that.
+fn report_line(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    detach_stdout();
 }
 
 /// The daemon's stdout was the readiness channel; after READY it points at /dev/null.
@@ -172,13 +210,15 @@ fn daemonize(args: &MountArgs, argv: &[String]) -> ExitCode {
         .args(&argv)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(log);
+        .stderr(log)
+        // The watchdog is the child's to feed once it is the main process (below).
+        .env_remove("WATCHDOG_PID");
     daemon::new_session(&mut command);
     let child = command.spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(err) => {
-            eprintln!("s3syncfs: cannot start the daemon: {err}");
+            eprintln!("s3syncfs: cannot start the daemon: {err}; try --foreground to see it run");
             return ExitCode::from(1);
         }
     };
@@ -203,7 +243,13 @@ fn daemonize(args: &MountArgs, argv: &[String]) -> ExitCode {
         .split_once(' ')
         .map_or((line.trim_end(), ""), |(a, b)| (a, b))
     {
-        ("READY", _) => ExitCode::SUCCESS,
+        ("READY", _) => {
+            // Under a Type=notify unit the child, which stays, becomes the main process.
+            if let Some(notifier) = notify::Notifier::from_env() {
+                notifier.send(&format!("READY=1\nMAINPID={}", child.id()));
+            }
+            ExitCode::SUCCESS
+        }
         ("ERROR", why) => {
             eprintln!("s3syncfs: {why}");
             let _ = child.wait();
@@ -232,7 +278,7 @@ fn unmount_command(mountpoint: &PathBuf) -> ExitCode {
         Ok(s) if s.success() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(err) => {
-            eprintln!("s3syncfs: cannot run fusermount3: {err}");
+            eprintln!("s3syncfs: cannot run fusermount3: {err}; install the fuse3 package");
             ExitCode::from(1)
         }
     }

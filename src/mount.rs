@@ -140,13 +140,26 @@ fn check_fuse() -> anyhow::Result<()> {
 }
 
 fn check_mountpoint(path: &Path, nonempty: bool) -> anyhow::Result<()> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("mountpoint {} does not exist", path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "mountpoint {} does not exist: create it (mkdir -p {})",
+            path.display(),
+            path.display()
+        )
+    })?;
     if !meta.is_dir() {
-        bail!("mountpoint {} is not a directory", path.display());
+        bail!(
+            "mountpoint {} is not a directory: give a directory",
+            path.display()
+        );
     }
     if is_mount_point(path) {
-        bail!("mountpoint {} is already mounted", path.display());
+        bail!(
+            "mountpoint {} is already mounted: unmount it first (umount {}) or use another \
+             directory",
+            path.display(),
+            path.display()
+        );
     }
     if !nonempty {
         refuse_nonempty(path)?;
@@ -193,7 +206,7 @@ pub(crate) fn is_mount_point(path: &Path) -> bool {
 }
 
 /// The startup check's failure as a sentence that says what to check.
-fn explain_access_error(err: StoreError, options: &MountOptions) -> anyhow::Error {
+pub(crate) fn explain_access_error(err: StoreError, options: &MountOptions) -> anyhow::Error {
     let bucket = &options.bucket;
     match err {
         StoreError::NoSuchBucket(b) => anyhow::anyhow!(
@@ -210,9 +223,14 @@ fn explain_access_error(err: StoreError, options: &MountOptions) -> anyhow::Erro
              access key and secret (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, profile= \
              or credentials_file=)"
         ),
-        StoreError::Transient(why) => anyhow::anyhow!("cannot reach {}: {why}", options.endpoint),
+        StoreError::Transient(why) => anyhow::anyhow!(
+            "cannot reach {}: {why}: check the endpoint URL (http or https, port) and that it \
+             answers from here (s3syncfs doctor checks DNS, TCP and TLS)",
+            options.endpoint
+        ),
         other => anyhow::anyhow!(
-            "checking bucket {bucket:?} at {} failed: {other}",
+            "checking bucket {bucket:?} at {} failed: {other}; s3syncfs doctor with the same \
+             options tells more",
             options.endpoint
         ),
     }
@@ -254,8 +272,13 @@ pub fn run(
             true => Arc::new(crate::store::read_only::ReadOnly(Arc::new(store))),
             false => Arc::new(store),
         };
-        let state = StateDb::open(&options.cache_dir.join("state.db"))
-            .with_context(|| format!("cannot open the state in {}", options.cache_dir.display()))?;
+        let state = StateDb::open(&options.cache_dir.join("state.db")).with_context(|| {
+            format!(
+                "cannot open the state in {}: is its disk full or read-only? (see \
+                     TROUBLESHOOTING.md)",
+                options.cache_dir.display()
+            )
+        })?;
         // A mount that cannot work says so quickly (mount(8) and boot wait for it).
         let startup_check = options.request_timeout.min(STARTUP_CHECK);
         let check = runtime
@@ -342,8 +365,12 @@ pub fn run(
             crate::control::socket_path(&options.cache_dir),
             options.passthrough,
         );
-        let session = Session::new(adapter, &options.mountpoint, &config)
-            .with_context(|| format!("cannot mount at {}", options.mountpoint.display()))?;
+        let session = Session::new(adapter, &options.mountpoint, &config).with_context(|| {
+            format!(
+                "cannot mount at {} (s3syncfs doctor checks /dev/fuse and fusermount3)",
+                options.mountpoint.display()
+            )
+        })?;
         fs.set_kernel_cache(crate::fuse::kernel_cache(&session));
         Ok((lock, runtime, fs, session, state_open, handover))
     };

@@ -23,6 +23,9 @@ use super::{
     StoreStats, WriteCondition,
 };
 
+mod facts;
+pub use facts::ServerFacts;
+
 /// Read size of bodies streamed from cache files (the default 4 KiB costs a syscall
 /// and a body chunk per page).
 const FILE_READ_BUFFER: usize = 128 << 10;

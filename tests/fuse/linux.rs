@@ -11,23 +11,43 @@ use crate::support::{
 };
 
 /// Links the binary where mount(8) looks for helpers and programs, for one test;
-/// whatever was there before comes back afterwards.
+/// whatever was there before comes back afterwards. With `S3SYNCFS_INSTALLED=1` (CI,
+/// after `dpkg -i`) the package's /usr/bin/s3syncfs and /sbin/mount.s3syncfs are used
+/// instead, and a /usr/local/bin/s3syncfs that would shadow them is moved aside.
 struct Installed {
     links: Vec<(PathBuf, Option<PathBuf>)>,
 }
 
+fn installed_package() -> bool {
+    std::env::var_os("S3SYNCFS_INSTALLED").is_some_and(|v| v == "1")
+}
+
 impl Installed {
     fn new() -> Installed {
+        let package = installed_package();
+        if package {
+            for place in ["/usr/bin/s3syncfs", "/sbin/mount.s3syncfs"] {
+                assert!(
+                    Path::new(place).is_file(),
+                    "S3SYNCFS_INSTALLED=1 but no {place}"
+                );
+            }
+        }
         let exe = PathBuf::from(env!("CARGO_BIN_EXE_s3syncfs"));
         let mut links = Vec::new();
         for place in ["/sbin/mount.s3syncfs", "/usr/local/bin/s3syncfs"] {
             let place = PathBuf::from(place);
+            if package && place.starts_with("/sbin") {
+                continue;
+            }
             let backup = place.with_extension("before-test");
             let saved = fs::symlink_metadata(&place).is_ok().then(|| {
                 fs::rename(&place, &backup).unwrap();
                 backup
             });
-            std::os::unix::fs::symlink(&exe, &place).unwrap();
+            if !package {
+                std::os::unix::fs::symlink(&exe, &place).unwrap();
+            }
             links.push((place, saved));
         }
         Installed { links }
@@ -37,7 +57,9 @@ impl Installed {
 impl Drop for Installed {
     fn drop(&mut self) {
         for (place, saved) in &self.links {
-            let _ = fs::remove_file(place);
+            if !installed_package() {
+                let _ = fs::remove_file(place);
+            }
             if let Some(saved) = saved {
                 let _ = fs::rename(saved, place);
             }
@@ -130,6 +152,16 @@ fn fstab_lines_mount_with_mount_a_and_go_with_umount() {
         .env_remove("AWS_SECRET_ACCESS_KEY"));
     assert!(out.status.success(), "mount -a failed: {}", text(&out));
     assert!(is_mounted(&one) && is_mounted(&two));
+    // Both daemons run the binary under test: the package's when it is installed.
+    let expected = match installed_package() {
+        true => PathBuf::from("/usr/bin/s3syncfs"),
+        false => fs::canonicalize(env!("CARGO_BIN_EXE_s3syncfs")).unwrap(),
+    };
+    for cache in ["cache-one", "cache-two"] {
+        let pid = fs::read_to_string(env.dir.path().join(cache).join("lock")).unwrap();
+        let exe = fs::read_link(format!("/proc/{}/exe", pid.trim())).unwrap();
+        assert_eq!(exe, expected, "the daemon of {cache} runs another binary");
+    }
 
     fs::write(one.join("photo.jpg"), b"jpeg bytes").unwrap();
     wait_until("the file reaches the bucket under the prefix", || {

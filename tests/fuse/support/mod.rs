@@ -158,6 +158,18 @@ impl Env {
 
     /// Mounts at a given mountpoint with a given cache dir (to remount after a crash).
     pub fn mount_at(&self, source: &str, mnt: &Path, cache: &Path, extra: &[&str]) -> Mount {
+        self.mount_at_with_env(source, mnt, cache, extra, &[])
+    }
+
+    /// `mount_at` with more environment variables for the daemon.
+    pub fn mount_at_with_env(
+        &self,
+        source: &str,
+        mnt: &Path,
+        cache: &Path,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Mount {
         let n = std::fs::read_dir(self.dir.path()).unwrap().count();
         std::fs::create_dir_all(mnt).unwrap();
         let log = self.dir.path().join(format!("log{n}.txt"));
@@ -175,6 +187,7 @@ impl Env {
             .args(["--log-level", "info,s3syncfs=debug"])
             .args(extra)
             .envs(credentials_env())
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -1,67 +1,38 @@
-//! The command line: subcommands and mount settings, `-o` option lists as mount(8)
-//! and fstab give them, and the argv of the `mount.s3syncfs` helper.
+//! The settings of a mount as long options (`mount` and `doctor` share them), checked
+//! into `MountOptions`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::bail;
-use clap::{Parser, Subcommand};
 
 use crate::credentials::CredentialSource;
 use crate::mapping::DefaultAttrs;
 use crate::mount::{self, MountOptions};
 use crate::store::Encryption;
 
-#[derive(Parser)]
-#[command(
-    name = "s3syncfs",
-    version,
-    about = "Mount an S3 bucket through a local disk cache"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Cmd,
-}
-
-#[derive(Subcommand)]
-pub enum Cmd {
-    /// Mount BUCKET[:PREFIX] at MOUNTPOINT (also: -o opt,opt=value ... as in fstab).
-    #[command(args_override_self = true)] // a later option wins, as in fstab option lists
-    Mount(Box<MountArgs>),
-    /// Unmount a mounted s3syncfs; pending uploads finish (bounded) before the daemon exits.
-    Unmount { mountpoint: PathBuf },
-    /// Show the connection, what waits for the bucket, failures and cache use.
-    Status {
-        mountpoint: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Compare the mount (or PATH in it) with the bucket, object by object; exit 1 on
-    /// any difference that is not a pending upload.
-    Verify {
-        mountpoint: PathBuf,
-        /// A file or directory in the mount (absolute, or relative to MOUNTPOINT).
-        path: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-        /// Fetch every byte not cached and hash it, instead of trusting versions.
-        #[arg(long)]
-        deep: bool,
-    },
-    /// Return once everything written before this call is in the bucket.
-    Sync {
-        mountpoint: PathBuf,
-        /// Give up (exit 1) after this many seconds.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
-    },
-}
-
 #[derive(clap::Args, Clone, Debug)]
 pub struct MountArgs {
     /// The bucket, optionally with a key prefix: BUCKET or BUCKET:PREFIX (BUCKET:/PREFIX too).
     pub source: String,
     pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub settings: Settings,
+    /// Internal: report readiness on stdout (set by the daemonizing parent).
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}
+
+impl MountArgs {
+    /// The settings of this mount, checked.
+    pub fn options(&self) -> anyhow::Result<MountOptions> {
+        self.settings.options(&self.source, &self.mountpoint)
+    }
+}
+
+/// Every setting of a mount but where it goes (see option_list.rs for the `-o` forms).
+#[derive(clap::Args, Clone, Debug)]
+pub struct Settings {
     /// S3 endpoint URL, e.g. https://us-east-1.linodeobjects.com; default: AWS S3 in --region.
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -180,9 +151,6 @@ pub struct MountArgs {
     /// Log filter (error, warn, info, debug, trace or a tracing directive).
     #[arg(long, default_value = "info")]
     pub log_level: String,
-    /// Internal: report readiness on stdout (set by the daemonizing parent).
-    #[arg(long, hide = true)]
-    pub daemon_child: bool,
 }
 
 fn parse_cache_size(text: &str) -> Result<u64, String> {
@@ -199,184 +167,10 @@ fn parse_octal(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{text:?} is not an octal mode such as 022"))
 }
 
-/// Options mount(8), fstab and systemd use that concern the mount as a whole: accepted
-/// and ignored (nodev and nosuid are always set).
-fn is_generic_option(key: &str) -> bool {
-    matches!(
-        key,
-        "_netdev"
-            | "nofail"
-            | "noauto"
-            | "auto"
-            | "defaults"
-            | "user"
-            | "users"
-            | "nouser"
-            | "owner"
-            | "group"
-            | "rw"
-            | "noatime"
-            | "atime"
-            | "relatime"
-            | "strictatime"
-            | "nodiratime"
-            | "diratime"
-            | "exec"
-            | "noexec"
-            | "suid"
-            | "nosuid"
-            | "dev"
-            | "nodev"
-            | "async"
-            | "comment"
-            | "helper"
-    ) || key.starts_with("x-")
-}
-
-/// One `-o` item as long options, or None for a generic option.
-fn option_to_flags(item: &str) -> Result<Vec<String>, String> {
-    let (key, value) = match item.split_once('=') {
-        Some((k, v)) => (k.trim(), Some(v.trim())),
-        None => (item.trim(), None),
-    };
-    if key.is_empty() || is_generic_option(key) {
-        return Ok(Vec::new());
-    }
-    let flag = |name: &str| format!("--{name}");
-    let switch = |name: &str| -> Result<Vec<String>, String> {
-        match value {
-            None | Some("1" | "true" | "yes") => Ok(vec![flag(name)]),
-            Some("0" | "false" | "no") => Ok(Vec::new()),
-            Some(v) => Err(format!("option {key} takes no value (got {v:?})")),
-        }
-    };
-    let valued = |name: &str| -> Result<Vec<String>, String> {
-        match value {
-            Some(v) if !v.is_empty() => Ok(vec![flag(name), v.to_string()]),
-            _ => Err(format!("option {key} needs a value: {key}=...")),
-        }
-    };
-    match key {
-        "endpoint" | "url" => valued("endpoint"),
-        "region" | "endpoint_region" => valued("region"),
-        "path_style" | "use_path_request_style" => switch("path-style"),
-        "cache_dir" => valued("cache-dir"),
-        // s3fs: a root for a directory per bucket, never the cache dir itself.
-        "use_cache" => valued("cache-root"),
-        "nonempty" => switch("nonempty"),
-        "profile" => valued("profile"),
-        "credentials_file" | "passwd_file" => valued("credentials-file"),
-        "allow_other" => switch("allow-other"),
-        "default_permissions" => switch("default-permissions"),
-        "ro" => switch("read-only"),
-        "no_passthrough" => switch("no-passthrough"),
-        "no_stream_uploads" => switch("no-stream-uploads"),
-        "foreground" => switch("foreground"),
-        "sse" | "sse_kms_key_id" | "sse_c_key_file" => valued(&key.replace('_', "-")),
-        // s3fs: use_sse[=1], use_sse=kmsid[:ID] (or k[:ID]), use_sse=custom:PATH (or c:PATH).
-        "use_sse" => match value.unwrap_or("1") {
-            "1" => Ok(vec![flag("sse"), "AES256".into()]),
-            "kmsid" | "k" => Ok(vec![flag("sse"), "aws:kms".into()]),
-            v => match v.split_once(':') {
-                Some(("kmsid" | "k", id)) => Ok(vec![
-                    flag("sse"),
-                    "aws:kms".into(),
-                    flag("sse-kms-key-id"),
-                    id.into(),
-                ]),
-                Some(("custom" | "c", path)) => Ok(vec![flag("sse-c-key-file"), path.into()]),
-                _ => Err(format!("use_sse={v} is not 1, kmsid[:ID] or custom:PATH")),
-            },
-        },
-        "fsync" => match value {
-            Some("remote") => Ok(vec![flag("fsync-remote")]),
-            Some("local") => Ok(Vec::new()),
-            _ => Err("option fsync takes remote or local".into()),
-        },
-        "cache_size" | "uid" | "gid" | "umask" | "request_timeout" | "upload_delay_ms"
-        | "unmount_timeout" | "metadata_fill" | "metadata_wait" | "poll_interval"
-        | "poll_lists_per_minute" | "metadata_ttl" | "open_check_wait_ms" | "fuse_threads"
-        | "log_level" => valued(&key.replace('_', "-")),
-        _ => Err(format!(
-            "unknown option {key:?} (see s3syncfs mount --help; generic mount options such as _netdev are accepted)"
-        )),
-    }
-}
-
-/// Replaces every `-o LIST` / `-oLIST` in `argv` with the long options it stands for.
-pub fn expand_options(argv: Vec<String>) -> Result<Vec<String>, String> {
-    let mut out = Vec::with_capacity(argv.len());
-    let mut items = argv.into_iter();
-    while let Some(arg) = items.next() {
-        let list = if arg == "-o" {
-            items.next().ok_or("-o needs a list of options")?
-        } else if let Some(rest) = arg.strip_prefix("-o").filter(|_| !arg.starts_with("--")) {
-            rest.to_string()
-        } else {
-            out.push(arg);
-            continue;
-        };
-        for item in list.split(',') {
-            out.extend(option_to_flags(item)?);
-        }
-    }
-    Ok(out)
-}
-
-/// How the program was called.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Invocation {
-    /// `s3syncfs SUBCOMMAND ...`
-    Command(Vec<String>),
-    /// As a mount helper: `mount.s3syncfs SOURCE DIR [-sfnv] [-o OPTS]` (mount(8)) or
-    /// `s3syncfs SOURCE DIR -o OPTS` (fuse3's mount.fuse for type fuse.s3syncfs).
-    Helper { argv: Vec<String>, fake: bool },
-}
-
-const SUBCOMMANDS: [&str; 6] = ["mount", "unmount", "status", "sync", "verify", "help"];
-
-pub fn invocation(args: Vec<String>) -> Invocation {
-    let program = args.first().cloned().unwrap_or_default();
-    let name = program.rsplit('/').next().unwrap_or_default();
-    let first = args.get(1).map(String::as_str).unwrap_or_default();
-    // mount.fuse3 always passes options (mount(8) adds at least `rw`); requiring -o
-    // keeps a mistyped subcommand from being taken for a bucket.
-    let has_options = args.iter().any(|a| a.starts_with("-o"));
-    let helper = name.starts_with("mount.")
-        || (args.len() >= 3
-            && has_options
-            && !first.starts_with('-')
-            && !SUBCOMMANDS.contains(&first));
-    if !helper {
-        return Invocation::Command(args);
-    }
-    let mut argv = vec!["s3syncfs".to_string(), "mount".to_string()];
-    let mut fake = false;
-    let mut rest = args.into_iter().skip(1).peekable();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "-o" => {
-                argv.push(arg);
-                argv.extend(rest.next());
-            }
-            // The filesystem type (mount.fuse3 may pass it): we know our own.
-            "-t" => {
-                rest.next();
-            }
-            flags if flags.starts_with('-') && !flags.starts_with("-o") && flags.len() > 1 => {
-                // mount(8): -s sloppy, -f fake, -n no mtab, -v verbose.
-                fake |= flags.contains('f');
-            }
-            _ => argv.push(arg),
-        }
-    }
-    Invocation::Helper { argv, fake }
-}
-
-impl MountArgs {
-    /// The settings of a mount, checked.
-    pub fn options(&self) -> anyhow::Result<MountOptions> {
-        let (bucket, prefix) = mount::parse_source(&self.source)?;
+impl Settings {
+    /// The settings of a mount of `source` at `mountpoint`, checked.
+    pub fn options(&self, source: &str, mountpoint: &Path) -> anyhow::Result<MountOptions> {
+        let (bucket, prefix) = mount::parse_source(source)?;
         let region = self
             .region
             .clone()
@@ -391,7 +185,7 @@ impl MountArgs {
         {
             bail!("endpoint {endpoint:?} must be a URL starting with http:// or https://");
         }
-        let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let cache_dir = match (&self.cache_dir, &self.cache_root) {
             (Some(dir), _) => absolute(dir),
             (None, Some(root)) => {
@@ -430,7 +224,7 @@ impl MountArgs {
         Ok(MountOptions {
             bucket,
             prefix,
-            mountpoint: absolute(&self.mountpoint),
+            mountpoint: absolute(mountpoint),
             endpoint,
             region,
             path_style: self.path_style,
@@ -502,79 +296,6 @@ fn default_cache_dir(bucket: &str, prefix: &str) -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(items: &[&str]) -> Vec<String> {
-        items.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn option_lists_become_long_options_and_generic_ones_vanish() {
-        let argv = strings(&[
-            "s3syncfs",
-            "mount",
-            "b",
-            "/mnt",
-            "-o",
-            "_netdev,nofail,x-systemd.automount,endpoint=http://h:9000,path_style,cache_size=1G,ro,fsync=remote,poll_lists_per_minute=120,open_check_wait_ms=250",
-        ]);
-        assert_eq!(
-            expand_options(argv).unwrap(),
-            strings(&[
-                "s3syncfs",
-                "mount",
-                "b",
-                "/mnt",
-                "--endpoint",
-                "http://h:9000",
-                "--path-style",
-                "--cache-size",
-                "1G",
-                "--read-only",
-                "--fsync-remote",
-                "--poll-lists-per-minute",
-                "120",
-                "--open-check-wait-ms",
-                "250"
-            ])
-        );
-        let err = expand_options(strings(&["x", "-o", "bogus=1"])).unwrap_err();
-        assert!(err.contains("unknown option \"bogus\""), "{err}");
-        assert!(expand_options(strings(&["x", "-o", "endpoint"])).is_err());
-    }
-
-    #[test]
-    fn mount_helpers_are_recognised() {
-        let helper = invocation(strings(&[
-            "/sbin/mount.s3syncfs",
-            "bucket:/photos",
-            "/mnt/p",
-            "-n",
-            "-o",
-            "rw,endpoint=http://e",
-        ]));
-        assert_eq!(
-            helper,
-            Invocation::Helper {
-                argv: strings(&[
-                    "s3syncfs",
-                    "mount",
-                    "bucket:/photos",
-                    "/mnt/p",
-                    "-o",
-                    "rw,endpoint=http://e"
-                ]),
-                fake: false
-            }
-        );
-        let fuse = invocation(strings(&["s3syncfs", "b", "/mnt", "-o", "x"]));
-        assert!(matches!(fuse, Invocation::Helper { .. }));
-        let fake = invocation(strings(&["mount.s3syncfs", "b", "/mnt", "-f"]));
-        assert!(matches!(fake, Invocation::Helper { fake: true, .. }));
-        let command = invocation(strings(&["s3syncfs", "status", "/mnt"]));
-        assert!(matches!(command, Invocation::Command(_)));
-        let typo = invocation(strings(&["s3syncfs", "stauts", "/mnt"]));
-        assert!(matches!(typo, Invocation::Command(_)));
-    }
 
     #[test]
     fn regions_come_from_endpoint_names() {
