@@ -145,6 +145,29 @@ impl Fs {
         })
     }
 
+    /// Keys nothing lives at any more where a write of ours may still land: one with
+    /// an unresolved attempt, or a job still running for it. `sync` waits for them,
+    /// since a landed write turns into a delete owed.
+    pub(super) fn unowned_writes(&self, tree: &Tree) -> Vec<String> {
+        let mut keys = self.orphan_keys(tree);
+        keys.extend(
+            tree.busy
+                .keys()
+                .filter(|key| self.unowned_write(tree, key))
+                .cloned(),
+        );
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Whether a write of ours may still land at `key`, where nothing lives any more.
+    pub(super) fn unowned_write(&self, tree: &Tree, key: &str) -> bool {
+        (tree.attempts.any_at(key) || tree.busy.contains_key(key))
+            && self.key_owner(tree, key).is_none()
+            && !tree.pending_deletes.contains_key(key)
+    }
+
     /// Orphans still to delete, counted as deletes owed (one being deleted included).
     pub(super) fn orphan_count(&self, tree: &Tree) -> usize {
         self.orphan_keys(tree).len()

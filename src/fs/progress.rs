@@ -79,7 +79,14 @@ impl Fs {
                     Some((ino, (inode.data_version, inode.meta_version, size)))
                 })
                 .collect(),
-            deletes: tree.pending_deletes.keys().cloned().collect(),
+            // A removed file's write still under way may land after all: the delete
+            // that then follows is part of what this sync waits for.
+            deletes: tree
+                .pending_deletes
+                .keys()
+                .cloned()
+                .chain(self.unowned_writes(&tree))
+                .collect(),
         }
     }
 
@@ -102,7 +109,7 @@ impl Fs {
         left.deletes = mark
             .deletes
             .iter()
-            .filter(|k| tree.pending_deletes.contains_key(*k))
+            .filter(|k| tree.pending_deletes.contains_key(*k) || self.unowned_write(&tree, k))
             .count();
         left
     }

@@ -168,3 +168,20 @@ fn another_clients_write_after_a_lost_reply_is_a_conflict() {
     assert_eq!(body_of(&h, &copies[0]).as_deref(), Some(&b"second"[..]));
     assert_eq!(h.fs.conflicts(), 1);
 }
+
+/// `sync` called after such a removal waits for the object that may have landed to
+/// go: it returned at once and left the orphan in the bucket (model test seed 2).
+#[test]
+fn sync_waits_for_a_removed_files_write_that_may_have_landed() {
+    let h = harness();
+    h.write_file(ROOT, "a.txt", b"short-lived");
+    h.store.lose_next_replies(1, 1);
+    assert!(!h.flush_for(Duration::from_millis(300)), "the retry waits");
+    h.fs.unlink(ROOT, "a.txt").unwrap();
+    let mark = h.fs.sync_mark();
+    assert_eq!(mark.total().deletes, 1, "the key where our write may be");
+    assert_eq!(h.fs.sync_remaining(&mark).deletes, 1);
+    h.flush();
+    assert_eq!(h.fs.sync_remaining(&mark).deletes, 0);
+    assert!(h.store.keys().is_empty(), "{:?}", h.store.keys());
+}
