@@ -168,6 +168,11 @@ pub struct MountArgs {
     /// holds up a cached file).
     #[arg(long, default_value_t = 1000)]
     pub open_check_wait_ms: u64,
+    /// Seconds a write waits for room when the cache is full of changes not yet
+    /// uploaded and no upload makes progress; past them it fails with ENOSPC. While
+    /// uploads progress it keeps waiting.
+    #[arg(long, default_value_t = 60)]
+    pub cache_full_wait: u64,
     /// fsync returns only once the file is in the bucket (default: once it is on local disk).
     #[arg(long)]
     pub fsync_remote: bool,
@@ -292,7 +297,7 @@ fn option_to_flags(item: &str) -> Result<Vec<String>, String> {
         "cache_size" | "uid" | "gid" | "umask" | "request_timeout" | "upload_delay_ms"
         | "unmount_timeout" | "metadata_fill" | "metadata_wait" | "poll_interval"
         | "poll_lists_per_minute" | "metadata_ttl" | "open_check_wait_ms" | "fuse_threads"
-        | "log_level" => valued(&key.replace('_', "-")),
+        | "log_level" | "cache_full_wait" => valued(&key.replace('_', "-")),
         _ => Err(format!(
             "unknown option {key:?} (see s3syncfs mount --help; generic mount options such as _netdev are accepted)"
         )),
@@ -458,6 +463,7 @@ impl MountArgs {
             }),
             metadata_ttl: Duration::from_secs(self.metadata_ttl),
             open_check_wait: Duration::from_millis(self.open_check_wait_ms),
+            cache_full_wait: Duration::from_secs(self.cache_full_wait),
             fuse_threads: self.fuse_threads.max(1),
         })
     }

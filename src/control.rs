@@ -52,6 +52,12 @@ pub struct Status {
     pub conditional_writes: String,
     pub cache_bytes: u64,
     pub cache_limit: Option<u64>,
+    /// Writes waiting for uploads to make room in a cache full of changes.
+    #[serde(default)]
+    pub writes_waiting_for_room: usize,
+    /// Unix seconds since when writes wait for room (this episode).
+    #[serde(default)]
+    pub waiting_for_room_since: Option<u64>,
     /// Kernel passthrough of cached files: "on", or "off" with the reason.
     #[serde(default)]
     pub passthrough: String,
@@ -185,6 +191,12 @@ fn status(daemon: &Daemon) -> Status {
         .to_string(),
         cache_bytes: usage.used(),
         cache_limit: usage.limit(),
+        writes_waiting_for_room: fs.writes_waiting(),
+        waiting_for_room_since: usage
+            .room()
+            .waiting_since()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs()),
         passthrough: fs.direct_use.mode(),
         direct_opens: fs.direct_use.opens(),
         remote_checked: Some(fs.last_poll.load(std::sync::atomic::Ordering::Relaxed))

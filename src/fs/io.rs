@@ -15,6 +15,13 @@ use super::{Fs, FsError, FsResult};
 const LARGE_FILE: u64 = 16 << 20;
 const LARGE_FILE_WAIT: Duration = Duration::from_millis(100);
 
+/// What one try at a write found.
+pub(super) enum Tried {
+    Done(FsResult<u32>),
+    /// The cache (or its disk) is full of changes not yet uploaded.
+    NoRoom,
+}
+
 /// An open handle, with the kernel's part when its I/O goes straight to the cache file.
 pub struct Opened {
     pub fh: u64,
@@ -229,27 +236,33 @@ impl Fs {
         Ok(data)
     }
 
-    /// Writes into the cache file. Past the cache limit, clean files are evicted to
-    /// make room; when only changed data is left, the write fails with ENOSPC.
-    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let (content, _, _) = self.content(&mut self.tree.lock(), ino)?;
+    /// One try at a write into the cache file. Past the cache limit, clean files are
+    /// evicted to make room; `NoRoom` when only changed data is left (or the disk is
+    /// full of it): the caller waits for uploads and tries again (see backpressure.rs).
+    pub(super) fn try_write(&self, ino: u64, offset: u64, data: &[u8]) -> Tried {
+        let (content, _, _) = match self.content(&mut self.tree.lock(), ino) {
+            Ok(found) => found,
+            Err(err) => return Tried::Done(Err(err)),
+        };
         self.recent.touch(ino);
         let len = data.len() as u64;
         let pinned = content.pin();
         let growth = content.growth(offset, len);
         if growth > 0 && !self.make_room(growth) {
-            tracing::warn!(ino, "cache full of changes not yet uploaded: write refused");
-            return Err(FsError::NoSpace);
+            return Tried::NoRoom;
         }
         let mut written = content.write(offset, data);
         if written.as_ref().is_err_and(is_disk_full) && self.free_disk(len) {
             written = content.write(offset, data);
         }
         let mut tree = self.tree.lock();
-        let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
+        let Some(inode) = tree.get_mut(ino) else {
+            return Tried::Done(Err(FsError::NotFound));
+        };
         let now = SystemTime::now();
         if written.is_ok() {
             inode.attr.size = inode.attr.size.max(offset + len);
+            inode.refused_write = false;
         }
         // A failed write may still have changed bytes in place: the file counts as
         // changed either way, so what the mount shows is what goes up.
@@ -259,8 +272,11 @@ impl Fs {
         inode.meta_known = true;
         tree.mark_dirty(ino);
         drop(pinned);
-        written?;
-        Ok(data.len() as u32)
+        match written {
+            Err(err) if is_disk_full(&err) => Tried::NoRoom,
+            Err(err) => Tried::Done(Err(err.into())),
+            Ok(()) => Tried::Done(Ok(data.len() as u32)),
+        }
     }
 
     pub fn setattr(&self, ino: u64, change: SetAttr) -> FsResult<Attr> {
@@ -282,6 +298,8 @@ impl Fs {
             inode.attr.size = size;
             inode.attr.mtime = now;
             inode.data_version += 1;
+            // An explicit size is what the file should be, even 0 after a refused write.
+            inode.refused_write = false;
         }
         if let Some(mode) = change.mode {
             inode.attr.perm = mode & 0o7777;

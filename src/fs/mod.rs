@@ -2,6 +2,7 @@
 //! It knows no FUSE types; `fuse.rs` translates.
 
 pub mod attempts;
+mod backpressure;
 mod conflict;
 mod conflict_budget;
 mod conflict_name;
@@ -38,6 +39,7 @@ use crate::mapping::{DefaultAttrs, KeyPrefix};
 use crate::state::StateDb;
 use crate::store::{ObjectStore, StoreError};
 
+pub use backpressure::WriteDone;
 pub use conflict::{KernelCache, KernelChange};
 pub use conflict_name::conflict_name;
 pub use direct::{Attach, DirectUse, KernelFile};
@@ -80,6 +82,9 @@ pub struct FsConfig {
     /// How long an open waits for that HEAD before it serves what the mount has and
     /// lets the check finish in the background.
     pub open_check_wait: Duration,
+    /// How long a write waits for room in a cache full of changes while no upload
+    /// makes progress; past it, ENOSPC.
+    pub cache_full_wait: Duration,
 }
 
 /// Whether the server honours If-Match / If-None-Match on writes.
@@ -140,6 +145,8 @@ pub struct Fs {
     checking: Mutex<HashMap<u64, revalidate::Finding>>,
     /// Keys already logged for unusable metadata (every open HEADs again).
     metadata_warned: Mutex<HashSet<String>>,
+    /// FUSE writes waiting for room in the cache.
+    waiting_writes: Arc<backpressure::WaitingWrites>,
 }
 
 impl Fs {
@@ -189,6 +196,7 @@ impl Fs {
             metadata_warned: Mutex::new(Default::default()),
             poll_cadence: Mutex::new(None),
             checking: Mutex::new(HashMap::new()),
+            waiting_writes: Default::default(),
         });
         {
             let mut tree = fs.tree.lock();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::cache::Content;
+use crate::cache::{Content, Room};
 use crate::fs::attempts::{same_metadata, with_token, Attempt};
 use crate::fs::plan::{Job, JobKind, Outcome};
 use crate::fs::{ConditionalWrites, Fs, HeadChecked};
@@ -136,7 +136,13 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
                     metadata: &sent.metadata,
                     condition: &send,
                 };
-                upload_multipart(store.clone(), upload, content.clone(), *size, config).await
+                let room = fs.cache().usage().room().clone();
+                let parts = Parts {
+                    content: content.clone(),
+                    size: *size,
+                    room,
+                };
+                upload_multipart(store.clone(), upload, parts, config).await
             } else {
                 store
                     .put_file(&job.key, content.path(), *size, &sent.metadata, &send)
@@ -347,16 +353,23 @@ struct Upload<'a> {
     condition: &'a WriteCondition,
 }
 
+/// What a multipart upload sends, and whom each finished part tells.
+struct Parts {
+    content: Arc<Content>,
+    size: u64,
+    /// A finished part is progress for writes waiting for room in the cache.
+    room: Arc<Room>,
+}
+
 async fn upload_multipart(
     store: Arc<dyn ObjectStore>,
     upload: Upload<'_>,
-    content: Arc<Content>,
-    size: u64,
+    parts: Parts,
     config: &UploaderConfig,
 ) -> StoreResult<String> {
     let key = upload.key;
     let upload_id = store.create_multipart(key, upload.metadata).await?;
-    let result = match upload_parts(&store, key, &upload_id, content, size, config).await {
+    let result = match upload_parts(&store, key, &upload_id, parts, config).await {
         Ok(parts) => {
             store
                 .complete_multipart(key, &upload_id, parts, upload.condition)
@@ -377,10 +390,14 @@ async fn upload_parts(
     store: &Arc<dyn ObjectStore>,
     key: &str,
     upload_id: &str,
-    content: Arc<Content>,
-    size: u64,
+    parts: Parts,
     config: &UploaderConfig,
 ) -> StoreResult<Vec<CompletedPart>> {
+    let Parts {
+        content,
+        size,
+        room,
+    } = parts;
     let part = part_size(size, config.part_size);
     let count = size.div_ceil(part) as u32;
     let mut next = 1u32;
@@ -409,6 +426,7 @@ async fn upload_parts(
         }
         if let Some(joined) = in_flight.join_next().await {
             done.push(joined.map_err(|e| StoreError::Other(e.to_string()))??);
+            room.progressed();
         }
     }
     done.sort_by_key(|p| p.number);

@@ -75,6 +75,7 @@ fn test_config(prefix: &str, metadata_ttl: Duration) -> FsConfig {
         fsync_remote: false,
         metadata_ttl,
         open_check_wait: Duration::from_secs(1),
+        cache_full_wait: Duration::from_secs(60),
     }
 }
 
