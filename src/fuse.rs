@@ -515,8 +515,7 @@ impl Filesystem for FuseAdapter {
             Ok(n) => reply.written(n),
             Err(err) => reply.error(errno("write", err)),
         };
-        self.fs
-            .write_or_queue(ino.0, offset, data, Box::new(done));
+        self.fs.write_or_queue(ino.0, offset, data, Box::new(done));
     }
 
     fn flush(

@@ -18,6 +18,7 @@ mod linux;
 mod model;
 mod outage;
 mod passthrough;
+mod pressure;
 mod proxy;
 mod reconcile;
 mod remote;

@@ -15,6 +15,7 @@ use super::{Caller, Fs, FsConfig, FsError, Pending, RenameMode, SetAttr, ROOT};
 mod conflicts;
 mod hostile;
 mod lost_replies;
+mod pressure;
 mod renames;
 mod special;
 
@@ -626,44 +627,6 @@ impl crate::fs::plan::Busy for NothingBusy {
     fn is_busy(&self, _: &crate::fs::plan::JobId, _: &str) -> bool {
         false
     }
-}
-
-#[test]
-fn a_full_cache_evicts_clean_files_and_refuses_writes_only_when_all_is_changed() {
-    let store = Arc::new(MemoryStore::new());
-    let h = start_limited(
-        "",
-        store,
-        tempfile::tempdir().unwrap(),
-        Some(1 << 20),
-        Duration::from_secs(3600),
-    );
-    let a: Vec<u8> = (0..600_000u32).map(|i| (i % 241) as u8).collect();
-    let b: Vec<u8> = (0..600_000u32).map(|i| (i % 239) as u8).collect();
-    h.write_file(ROOT, "a", &a);
-    let (attr, fh) = h.fs.create(ROOT, "b", 0o644, ME).unwrap();
-    // `a` is not in the bucket yet: it cannot be evicted, so `b` does not fit.
-    assert!(matches!(h.fs.write(attr.ino, 0, &b), Err(FsError::NoSpace)));
-    assert_eq!(
-        h.read_all(ROOT, "a"),
-        a,
-        "a refused write damaged other data"
-    );
-    h.flush();
-    // Now `a` is clean and makes room for `b`.
-    h.fs.write(attr.ino, 0, &b).unwrap();
-    h.fs.release(fh);
-    let usage = h.fs.cache().usage();
-    assert!(usage.used() <= 1 << 20, "used {}", usage.used());
-    assert_eq!(h.read_all(ROOT, "a"), a, "evicted data is fetched again");
-    h.flush();
-    assert_eq!(h.read_all(ROOT, "b"), b);
-    assert!(
-        usage.used() <= 1 << 20,
-        "reads trim the cache: {}",
-        usage.used()
-    );
-    assert_eq!(h.store.body("b").unwrap().as_ref(), &b[..]);
 }
 
 /// LIST calls of a reconciler running for `span` of paused time (nothing waits).
