@@ -90,6 +90,10 @@ pub struct SyncProgress {
     pub done: bool,
 }
 
+/// How often `sync` looks at what is left, and the longest gap between its lines.
+const SYNC_LOOK: Duration = Duration::from_millis(20);
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
 pub fn socket_path(cache_dir: &Path) -> PathBuf {
     cache_dir.join("control.sock")
 }
@@ -219,6 +223,7 @@ async fn sync(daemon: &Daemon, write: &mut (impl AsyncWriteExt + Unpin)) -> std:
     daemon.fs.wake.now();
     let mark = daemon.fs.sync_mark();
     let total = mark.total();
+    let mut last_sent: Option<(SyncProgress, tokio::time::Instant)> = None;
     loop {
         let left = daemon.fs.sync_remaining(&mark);
         let done = left.files == 0 && left.deletes == 0;
@@ -239,14 +244,25 @@ async fn sync(daemon: &Daemon, write: &mut (impl AsyncWriteExt + Unpin)) -> std:
                 .flatten(),
             done,
         };
-        // A client that gave up closes the socket: the write fails and the call ends.
-        write
-            .write_all(format!("{}\n", serde_json::to_string(&progress)?).as_bytes())
-            .await?;
+        // A line when something changed, and at least every PROGRESS_EVERY (a client
+        // that gave up closes the socket: the write fails and the call ends).
+        let now = tokio::time::Instant::now();
+        let due = last_sent.as_ref().is_none_or(|(sent, at)| {
+            *sent != progress || now.duration_since(*at) >= PROGRESS_EVERY
+        });
+        if due {
+            write
+                .write_all(format!("{}\n", serde_json::to_string(&progress)?).as_bytes())
+                .await?;
+            last_sent = Some((progress, now));
+        }
         if done {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Looked at often, so the end is noticed within a few ms, but each look walks
+        // the mark under the tree lock: a large one is looked at less often.
+        let walk = Duration::from_micros(2 * (total.files + total.deletes) as u64);
+        tokio::time::sleep(walk.clamp(SYNC_LOOK, PROGRESS_EVERY)).await;
     }
 }
 

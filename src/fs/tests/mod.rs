@@ -595,8 +595,10 @@ fn replacing_then_removing_a_file_deletes_the_replaced_object() {
 }
 
 #[test]
-fn a_closed_large_file_goes_up_without_waiting_the_whole_debounce() {
+fn a_closed_large_or_new_file_goes_up_without_waiting_the_whole_debounce() {
     let h = harness();
+    let old = h.write_file(ROOT, "old.txt", b"in the bucket");
+    h.flush();
     let debounce = Duration::from_secs(60);
     h.fs.wake.set_debounce(debounce);
     let before = std::time::Instant::now();
@@ -611,14 +613,22 @@ fn a_closed_large_file_goes_up_without_waiting_the_whole_debounce() {
         "due {:?} after the close",
         due.duration_since(before)
     );
-    h.write_file(ROOT, "small.txt", b"small");
+    h.write_file(ROOT, "new.txt", b"a new small file");
+    let fh = h.fs.open(old, true, false).unwrap();
+    h.fs.write(old, 0, b"changed again").unwrap();
+    h.fs.release(fh);
     std::thread::sleep(wait);
-    let planned: Vec<String> =
+    let mut planned: Vec<String> =
         h.fs.plan(debounce, false, &NothingBusy, usize::MAX)
             .into_iter()
             .map(|job| job.key)
             .collect();
-    assert_eq!(planned, ["large.bin"], "the small file waits the debounce");
+    planned.sort();
+    assert_eq!(
+        planned,
+        ["large.bin", "new.txt"],
+        "a changed small file already in the bucket waits the debounce"
+    );
 }
 
 struct NothingBusy;
