@@ -134,8 +134,8 @@ pub struct MountArgs {
     /// Seconds any single request to the bucket may take.
     #[arg(long, default_value_t = 30)]
     pub request_timeout: u64,
-    /// Milliseconds a closed file must stay unchanged before it is uploaded (new files
-    /// and files of 16 MiB or more: at most 100).
+    /// Milliseconds a closed file must stay unchanged before it is uploaded (files of
+    /// 16 MiB or more: at most 100; new files: a fifth of it).
     #[arg(long, default_value_t = 500)]
     pub upload_delay_ms: u64,
     /// Seconds pending uploads get at unmount; the rest stays queued for the next mount.

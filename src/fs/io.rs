@@ -10,10 +10,11 @@ use super::direct::{Attach, KernelFile};
 use super::tree::{Attr, NodeKind, Tree};
 use super::{Fs, FsError, FsResult};
 
-/// From this size (the multipart threshold), and for a file new to the bucket, a
-/// closed file goes up after `SHORT_WAIT` instead of the whole debounce.
+/// From this size (the multipart threshold) a closed file goes up after `SHORT_WAIT`
+/// instead of the whole debounce; a file new to the bucket after `NEW_FILE_SHARE` of it.
 const LARGE_FILE: u64 = 16 << 20;
 const SHORT_WAIT: Duration = Duration::from_millis(100);
+const NEW_FILE_SHARE: u32 = 5;
 
 /// What one try at a write found.
 pub(super) enum Tried {
@@ -155,19 +156,19 @@ impl Fs {
     }
 
     /// How long a closed file waits before it goes up: the debounce, but at most
-    /// `SHORT_WAIT` for a large file or a new one. A large file's upload takes many
-    /// times the debounce, which would only add to its time to the bucket; a new file
-    /// (never in the bucket) is mostly one a copy (cp, tar, rsync) has finished, and
-    /// waiting kept its upload from overlapping the rest of the copy. The rename or
-    /// attribute change that often follows a close (rsync, `cp -p`) comes within
-    /// milliseconds; the repeated closes the debounce gathers into one upload are those
-    /// of files already there (logs, documents saved again).
+    /// `SHORT_WAIT` for a large file and a fifth of it for a new one (100 ms by
+    /// default). A large file's upload takes many times the debounce, which would only
+    /// add to its time to the bucket; a new file (never in the bucket) is mostly one a
+    /// copy (cp, tar, rsync) has finished, and the whole wait kept its upload from
+    /// overlapping the rest of the copy. The rename or attribute change that often
+    /// follows a close (rsync, `cp -p`) comes within milliseconds; the repeated closes
+    /// the debounce gathers into one upload are those of files already there (logs,
+    /// documents saved again).
     fn upload_wait_after_close(&self, tree: &Tree, ino: u64) -> Duration {
         let debounce = self.wake.debounce();
         match tree.get(ino) {
-            Some(inode) if inode.attr.size >= LARGE_FILE || inode.stored.is_none() => {
-                debounce.min(SHORT_WAIT)
-            }
+            Some(inode) if inode.attr.size >= LARGE_FILE => debounce.min(SHORT_WAIT),
+            Some(inode) if inode.stored.is_none() => debounce / NEW_FILE_SHARE,
             _ => debounce,
         }
     }
