@@ -69,11 +69,17 @@ impl Fs {
     }
 
     /// Writes now if there is room, else queues the write and returns: `done` gets
-    /// the outcome later, from the queue's thread. Writes queue behind those already
-    /// waiting, so none is overtaken for good and one file's writes stay in order.
+    /// the outcome later, from the queue's thread. A write of a file that has writes
+    /// waiting queues behind them, so one file's writes stay in order; others (a write
+    /// in place needs no room) go on at once.
     pub fn write_or_queue(self: &Arc<Self>, ino: u64, offset: u64, data: &[u8], done: WriteDone) {
-        let queued = !self.waiting_writes.queue.lock().is_empty();
-        if !queued {
+        let behind = self
+            .waiting_writes
+            .queue
+            .lock()
+            .iter()
+            .any(|waiting| waiting.ino == ino);
+        if !behind {
             if let Tried::Done(result) = self.try_write(ino, offset, data) {
                 return done(result);
             }
