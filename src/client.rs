@@ -133,6 +133,13 @@ pub fn describe(s: &Status, now: SystemTime) -> String {
         .cache_limit
         .map_or("no limit".into(), |l| format!("limit {}", human_bytes(l)));
     out += &format!("cache:        {} ({limit})\n", human_bytes(s.cache_bytes));
+    if let Some(since) = s.waiting_for_room_since {
+        out += &format!(
+            "cache full:   {} waiting for uploads to make room, since {}\n",
+            plural(s.writes_waiting_for_room, "write"),
+            when(since)
+        );
+    }
     out += &format!(
         "passthrough:  {} ({} opens)\n",
         s.passthrough, s.direct_opens

@@ -52,6 +52,12 @@ pub struct Status {
     pub conditional_writes: String,
     pub cache_bytes: u64,
     pub cache_limit: Option<u64>,
+    /// Writes waiting for uploads to make room in a cache full of changes.
+    #[serde(default)]
+    pub writes_waiting_for_room: usize,
+    /// Unix seconds since when writes wait for room (this episode).
+    #[serde(default)]
+    pub waiting_for_room_since: Option<u64>,
     /// Kernel passthrough of cached files: "on", or "off" with the reason.
     #[serde(default)]
     pub passthrough: String,
@@ -83,6 +89,10 @@ pub struct SyncProgress {
     pub failing: Option<String>,
     pub done: bool,
 }
+
+/// How often `sync` looks at what is left, and the longest gap between its lines.
+const SYNC_LOOK: Duration = Duration::from_millis(20);
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 pub fn socket_path(cache_dir: &Path) -> PathBuf {
     cache_dir.join("control.sock")
@@ -185,6 +195,12 @@ fn status(daemon: &Daemon) -> Status {
         .to_string(),
         cache_bytes: usage.used(),
         cache_limit: usage.limit(),
+        writes_waiting_for_room: fs.writes_waiting(),
+        waiting_for_room_since: usage
+            .room()
+            .waiting_since()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs()),
         passthrough: fs.direct_use.mode(),
         direct_opens: fs.direct_use.opens(),
         remote_checked: Some(fs.last_poll.load(std::sync::atomic::Ordering::Relaxed))
@@ -207,6 +223,7 @@ async fn sync(daemon: &Daemon, write: &mut (impl AsyncWriteExt + Unpin)) -> std:
     daemon.fs.wake.now();
     let mark = daemon.fs.sync_mark();
     let total = mark.total();
+    let mut last_sent: Option<(SyncProgress, tokio::time::Instant)> = None;
     loop {
         let left = daemon.fs.sync_remaining(&mark);
         let done = left.files == 0 && left.deletes == 0;
@@ -227,14 +244,25 @@ async fn sync(daemon: &Daemon, write: &mut (impl AsyncWriteExt + Unpin)) -> std:
                 .flatten(),
             done,
         };
-        // A client that gave up closes the socket: the write fails and the call ends.
-        write
-            .write_all(format!("{}\n", serde_json::to_string(&progress)?).as_bytes())
-            .await?;
+        // A line when something changed, and at least every PROGRESS_EVERY (a client
+        // that gave up closes the socket: the write fails and the call ends).
+        let now = tokio::time::Instant::now();
+        let due = last_sent.as_ref().is_none_or(|(sent, at)| {
+            *sent != progress || now.duration_since(*at) >= PROGRESS_EVERY
+        });
+        if due {
+            write
+                .write_all(format!("{}\n", serde_json::to_string(&progress)?).as_bytes())
+                .await?;
+            last_sent = Some((progress, now));
+        }
         if done {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Looked at often, so the end is noticed within a few ms, but each look walks
+        // the mark under the tree lock: a large one is looked at less often.
+        let walk = Duration::from_micros(2 * (total.files + total.deletes) as u64);
+        tokio::time::sleep(walk.clamp(SYNC_LOOK, PROGRESS_EVERY)).await;
     }
 }
 

@@ -516,10 +516,12 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(ino.0, offset, data) {
+        // A write that must wait for room waits off this thread (see backpressure.rs).
+        let done = move |result| match result {
             Ok(n) => reply.written(n),
             Err(err) => reply.error(errno("write", err)),
-        }
+        };
+        self.fs.write_or_queue(ino.0, offset, data, Box::new(done));
     }
 
     fn flush(

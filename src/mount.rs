@@ -57,6 +57,8 @@ pub struct MountOptions {
     pub metadata_ttl: Duration,
     /// How long an open waits for its check against the bucket.
     pub open_check_wait: Duration,
+    /// How long a write waits for room while no upload makes progress.
+    pub cache_full_wait: Duration,
     pub fuse_threads: usize,
 }
 
@@ -333,6 +335,7 @@ pub fn run(
                 fsync_remote: options.fsync_remote,
                 metadata_ttl: options.metadata_ttl,
                 open_check_wait: options.open_check_wait,
+                cache_full_wait: options.cache_full_wait,
             },
         );
         if online && !options.read_only {

@@ -4,6 +4,7 @@
 mod content;
 mod fetcher;
 pub mod ranges;
+mod room;
 mod spares;
 mod usage;
 
@@ -18,6 +19,7 @@ use std::sync::Arc;
 pub use content::{Content, Hold, RemoteSource};
 pub use fetcher::Fetcher;
 pub use ranges::RangeSet;
+pub use room::{Room, Waiter};
 pub use usage::Usage;
 
 pub struct Cache {

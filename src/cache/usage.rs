@@ -1,11 +1,15 @@
 //! How many bytes the cache files take on disk, against the configured limit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-#[derive(Debug)]
+use super::room::Room;
+
 pub struct Usage {
     used: AtomicU64,
     limit: Option<u64>,
+    /// Told whenever the total goes down, so writes waiting for room look again.
+    room: Arc<Room>,
 }
 
 impl Usage {
@@ -13,6 +17,7 @@ impl Usage {
         Usage {
             used: AtomicU64::new(0),
             limit,
+            room: Arc::new(Room::default()),
         }
     }
 
@@ -22,6 +27,11 @@ impl Usage {
 
     pub fn limit(&self) -> Option<u64> {
         self.limit
+    }
+
+    /// Where writes wait for room, and what frees space or finishes uploads tells.
+    pub fn room(&self) -> &Arc<Room> {
+        &self.room
     }
 
     /// Whether `more` bytes still fit under the limit.
@@ -41,6 +51,7 @@ impl Usage {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
                     Some(u.saturating_sub(old - new))
                 });
+            self.room.progressed();
         }
     }
 }

@@ -66,6 +66,10 @@ pub const OPTIONS: &[OptionSpec] = &[
          an earlier version used as the cache dir itself stays it)"),
     spec("cache_size", &[], "cache-size", Valued, "no limit",
         "most disk space cached data may take (`512M`, `10G`); see SEMANTICS.md"),
+    spec("cache_full_wait", &[], "cache-full-wait", Valued, "`60` s",
+        "when changed data fills `cache_size` (or the disk), how long a write waits for \
+         room while no upload makes progress; past it, ENOSPC (see SEMANTICS.md, Cache \
+         size)"),
     spec("profile", &[], "profile", Valued, "`default` (or `AWS_PROFILE`)",
         "profile of `~/.aws/credentials` / `~/.aws/config`"),
     spec("credentials_file", &["passwd_file"], "credentials-file", Valued, "none",
@@ -111,7 +115,7 @@ pub const OPTIONS: &[OptionSpec] = &[
          check finishes in the background (see SEMANTICS.md, Outages)"),
     spec("upload_delay_ms", &[], "upload-delay-ms", Valued, "`500`",
         "a closed file uploads once unchanged this long (at most 100 ms for files of 16 MiB \
-         or more)"),
+         or more; a fifth of it for new files)"),
     spec("fsync", &[], "fsync-remote", Special, "`local`",
         "`remote`: fsync returns once the file is in the bucket"),
     spec("request_timeout", &[], "request-timeout", Valued, "`30` s",

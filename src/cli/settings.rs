@@ -109,7 +109,7 @@ pub struct Settings {
     #[arg(long, default_value_t = 30)]
     pub request_timeout: u64,
     /// Milliseconds a closed file must stay unchanged before it is uploaded (files of
-    /// 16 MiB or more: at most 100).
+    /// 16 MiB or more: at most 100; new files: a fifth of it).
     #[arg(long, default_value_t = 500)]
     pub upload_delay_ms: u64,
     /// Seconds pending uploads get at unmount; the rest stays queued for the next mount.
@@ -142,6 +142,11 @@ pub struct Settings {
     /// holds up a cached file).
     #[arg(long, default_value_t = 1000)]
     pub open_check_wait_ms: u64,
+    /// Seconds a write waits for room when the cache is full of changes not yet
+    /// uploaded and no upload makes progress; past them it fails with ENOSPC. While
+    /// uploads progress it keeps waiting.
+    #[arg(long, default_value_t = 60)]
+    pub cache_full_wait: u64,
     /// fsync returns only once the file is in the bucket (default: once it is on local disk).
     #[arg(long)]
     pub fsync_remote: bool,
@@ -257,6 +262,7 @@ impl Settings {
             }),
             metadata_ttl: Duration::from_secs(self.metadata_ttl),
             open_check_wait: Duration::from_millis(self.open_check_wait_ms),
+            cache_full_wait: Duration::from_secs(self.cache_full_wait),
             fuse_threads: self.fuse_threads.max(1),
         })
     }

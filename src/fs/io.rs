@@ -11,10 +11,18 @@ use super::stream::Wrote;
 use super::tree::{Attr, NodeKind, Tree};
 use super::{Fs, FsError, FsResult};
 
-/// From this size (the multipart threshold) a closed file goes up after
-/// `LARGE_FILE_WAIT` instead of the whole debounce.
+/// From this size (the multipart threshold) a closed file goes up after `SHORT_WAIT`
+/// instead of the whole debounce; a file new to the bucket after `NEW_FILE_SHARE` of it.
 const LARGE_FILE: u64 = 16 << 20;
-const LARGE_FILE_WAIT: Duration = Duration::from_millis(100);
+const SHORT_WAIT: Duration = Duration::from_millis(100);
+const NEW_FILE_SHARE: u32 = 5;
+
+/// What one try at a write found.
+pub(super) enum Tried {
+    Done(FsResult<u32>),
+    /// The cache (or its disk) is full of changes not yet uploaded.
+    NoRoom,
+}
 
 /// An open handle, with the kernel's part when its I/O goes straight to the cache file.
 pub struct Opened {
@@ -149,13 +157,19 @@ impl Fs {
     }
 
     /// How long a closed file waits before it goes up: the debounce, but at most
-    /// `LARGE_FILE_WAIT` for a large file. Its upload takes many times the debounce,
-    /// which would only add to its time to the bucket, while the rename or attribute
-    /// change that often follows a close (rsync, `cp -p`) comes within milliseconds.
+    /// `SHORT_WAIT` for a large file and a fifth of it for a new one (100 ms by
+    /// default). A large file's upload takes many times the debounce, which would only
+    /// add to its time to the bucket; a new file (never in the bucket) is mostly one a
+    /// copy (cp, tar, rsync) has finished, and the whole wait kept its upload from
+    /// overlapping the rest of the copy. The rename or attribute change that often
+    /// follows a close (rsync, `cp -p`) comes within milliseconds; the repeated closes
+    /// the debounce gathers into one upload are those of files already there (logs,
+    /// documents saved again).
     fn upload_wait_after_close(&self, tree: &Tree, ino: u64) -> Duration {
         let debounce = self.wake.debounce();
         match tree.get(ino) {
-            Some(inode) if inode.attr.size >= LARGE_FILE => debounce.min(LARGE_FILE_WAIT),
+            Some(inode) if inode.attr.size >= LARGE_FILE => debounce.min(SHORT_WAIT),
+            Some(inode) if inode.stored.is_none() => debounce / NEW_FILE_SHARE,
             _ => debounce,
         }
     }
@@ -230,27 +244,33 @@ impl Fs {
         Ok(data)
     }
 
-    /// Writes into the cache file. Past the cache limit, clean files are evicted to
-    /// make room; when only changed data is left, the write fails with ENOSPC.
-    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let (content, _, _) = self.content(&mut self.tree.lock(), ino)?;
+    /// One try at a write into the cache file. Past the cache limit, clean files are
+    /// evicted to make room; `NoRoom` when only changed data is left (or the disk is
+    /// full of it): the caller waits for uploads and tries again (see backpressure.rs).
+    pub(super) fn try_write(&self, ino: u64, offset: u64, data: &[u8]) -> Tried {
+        let (content, _, _) = match self.content(&mut self.tree.lock(), ino) {
+            Ok(found) => found,
+            Err(err) => return Tried::Done(Err(err)),
+        };
         self.recent.touch(ino);
         let len = data.len() as u64;
         let pinned = content.pin();
         let growth = content.growth(offset, len);
         if growth > 0 && !self.make_room(growth) {
-            tracing::warn!(ino, "cache full of changes not yet uploaded: write refused");
-            return Err(FsError::NoSpace);
+            return Tried::NoRoom;
         }
         let mut written = content.write(offset, data);
         if written.as_ref().is_err_and(is_disk_full) && self.free_disk(len) {
             written = content.write(offset, data);
         }
         let mut tree = self.tree.lock();
-        let inode = tree.get_mut(ino).ok_or(FsError::NotFound)?;
+        let Some(inode) = tree.get_mut(ino) else {
+            return Tried::Done(Err(FsError::NotFound));
+        };
         let now = SystemTime::now();
         if written.is_ok() {
             inode.attr.size = inode.attr.size.max(offset + len);
+            inode.refused_write = false;
         }
         // A failed write may still have changed bytes in place: the file counts as
         // changed either way, so what the mount shows is what goes up.
@@ -266,11 +286,16 @@ impl Fs {
         };
         tree.mark_dirty(ino);
         drop(pinned);
-        written?;
-        let start = self.stream_start(&tree, ino, &wrote);
-        drop(tree);
-        self.streams.wrote(ino, wrote, start);
-        Ok(data.len() as u32)
+        match written {
+            Err(err) if is_disk_full(&err) => Tried::NoRoom,
+            Err(err) => Tried::Done(Err(err.into())),
+            Ok(()) => {
+                let start = self.stream_start(&tree, ino, &wrote);
+                drop(tree);
+                self.streams.wrote(ino, wrote, start);
+                Tried::Done(Ok(data.len() as u32))
+            }
+        }
     }
 
     pub fn setattr(&self, ino: u64, change: SetAttr) -> FsResult<Attr> {
@@ -293,6 +318,8 @@ impl Fs {
             inode.attr.size = size;
             inode.attr.mtime = now;
             inode.data_version += 1;
+            // An explicit size is what the file should be, even 0 after a refused write.
+            inode.refused_write = false;
         }
         if let Some(mode) = change.mode {
             inode.attr.perm = mode & 0o7777;

@@ -2,6 +2,7 @@
 //! It knows no FUSE types; `fuse.rs` translates.
 
 pub mod attempts;
+mod backpressure;
 mod conflict;
 mod conflict_budget;
 mod conflict_name;
@@ -40,6 +41,7 @@ use crate::mapping::{DefaultAttrs, KeyPrefix};
 use crate::state::StateDb;
 use crate::store::{ObjectStore, StoreError};
 
+pub use backpressure::WriteDone;
 pub use conflict::{KernelCache, KernelChange};
 pub use conflict_name::conflict_name;
 pub use direct::{Attach, DirectUse, KernelFile};
@@ -82,6 +84,9 @@ pub struct FsConfig {
     /// How long an open waits for that HEAD before it serves what the mount has and
     /// lets the check finish in the background.
     pub open_check_wait: Duration,
+    /// How long a write waits for room in a cache full of changes while no upload
+    /// makes progress; past it, ENOSPC.
+    pub cache_full_wait: Duration,
 }
 
 /// Whether the server honours If-Match / If-None-Match on writes.
@@ -144,6 +149,8 @@ pub struct Fs {
     metadata_warned: Mutex<HashSet<String>>,
     /// Large files whose multipart upload runs while they are written.
     streams: stream::Streams,
+    /// FUSE writes waiting for room in the cache.
+    waiting_writes: Arc<backpressure::WaitingWrites>,
 }
 
 impl Fs {
@@ -195,6 +202,7 @@ impl Fs {
             poll_cadence: Mutex::new(None),
             checking: Mutex::new(HashMap::new()),
             streams,
+            waiting_writes: Default::default(),
         });
         {
             let mut tree = fs.tree.lock();

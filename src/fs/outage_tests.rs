@@ -60,6 +60,7 @@ fn core(
             fsync_remote: false,
             metadata_ttl: Duration::ZERO,
             open_check_wait,
+            cache_full_wait: Duration::from_secs(60),
         },
     );
     let told = Arc::new(Told::default());

@@ -281,6 +281,14 @@ impl Fs {
             tree.urgent.remove(&ino);
             return;
         }
+        if never_written(inode) {
+            // A copy that failed for want of room left it: not an empty object too.
+            tracing::info!(%key, "not uploaded: an empty new file whose writes were refused (ENOSPC)");
+            tree.clear_dirty(ino);
+            tree.urgent.remove(&ino);
+            self.persist(tree, ino);
+            return;
+        }
         // Never overwrite an object another inode still has to read from.
         if let Some(holder) = self.source_holder(tree, &key, ino) {
             let id = JobId::Inode(holder);
@@ -641,6 +649,15 @@ impl Fs {
         };
         self.fill_content(&content, size, source.as_ref())
     }
+}
+
+/// A new, empty file whose last write was refused for want of room (ENOSPC), with
+/// nothing written or truncated since: what a failed copy leaves. It stays local.
+fn never_written(inode: &Inode) -> bool {
+    inode.refused_write
+        && inode.attr.kind == NodeKind::File
+        && inode.attr.size == 0
+        && inode.stored.is_none()
 }
 
 /// The s3fs-compatible metadata headers for an inode.

@@ -134,6 +134,9 @@ pub struct Inode {
     /// Directories filled from the poll: entries whose metadata to look up (HEAD)
     /// on the directory's first use.
     pub fill_on_read: super::listing::Fill,
+    /// Its last write was refused for want of room (ENOSPC) and nothing was written
+    /// since: never uploaded while it is also empty and new (see plan.rs).
+    pub refused_write: bool,
 }
 
 impl Inode {
@@ -177,6 +180,7 @@ impl Inode {
             checked: None,
             direct: None,
             fill_on_read: Default::default(),
+            refused_write: false,
         }
     }
 

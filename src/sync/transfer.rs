@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::cache::Content;
+use crate::cache::{Content, Room};
 use crate::fs::attempts::{same_metadata, with_token, Attempt};
 use crate::fs::plan::{Job, JobKind, Outcome};
 use crate::fs::stream::Streamed;
@@ -144,15 +144,18 @@ pub async fn run_job(fs: Arc<Fs>, job: &Job, config: &UploaderConfig) -> StoreRe
                     metadata: &sent.metadata,
                     condition: &send,
                 };
+                let parts = Parts {
+                    content: content.clone(),
+                    size: *size,
+                    first: 1,
+                    room: fs.cache().usage().room().clone(),
+                };
                 match streamed.take() {
                     Some(streamed) => {
                         let done = Streaming { streamed, job };
-                        complete_streamed(&fs, upload, done, content.clone(), config).await
+                        complete_streamed(&fs, upload, done, parts, config).await
                     }
-                    None => {
-                        upload_multipart(store.clone(), upload, content.clone(), *size, config)
-                            .await
-                    }
+                    None => upload_multipart(store.clone(), upload, parts, config).await,
                 }
             } else {
                 store
@@ -375,16 +378,25 @@ struct Upload<'a> {
     condition: &'a WriteCondition,
 }
 
+/// What a multipart upload sends, and whom each finished part tells.
+struct Parts {
+    content: Arc<Content>,
+    size: u64,
+    /// The first part to send (those before it went up while the file was written).
+    first: u32,
+    /// A finished part is progress for writes waiting for room in the cache.
+    room: Arc<Room>,
+}
+
 async fn upload_multipart(
     store: Arc<dyn ObjectStore>,
     upload: Upload<'_>,
-    content: Arc<Content>,
-    size: u64,
+    parts: Parts,
     config: &UploaderConfig,
 ) -> StoreResult<String> {
     let key = upload.key;
     let upload_id = store.create_multipart(key, upload.metadata).await?;
-    let result = match upload_parts(&store, key, &upload_id, content, size, 1, config).await {
+    let result = match upload_parts(&store, key, &upload_id, parts, config).await {
         Ok(parts) => {
             store
                 .complete_multipart(key, &upload_id, parts, upload.condition)
@@ -415,7 +427,7 @@ async fn complete_streamed(
     fs: &Arc<Fs>,
     upload: Upload<'_>,
     streaming: Streaming<'_>,
-    content: Arc<Content>,
+    parts: Parts,
     config: &UploaderConfig,
 ) -> StoreResult<String> {
     let Streaming { streamed, job } = streaming;
@@ -423,9 +435,12 @@ async fn complete_streamed(
     let current = same_metadata(&streamed.metadata, upload.metadata);
     // The object the complete makes is ours by the stream's token.
     fs.begin_streamed_attempt(job, &streamed.token, current);
-    let first = streamed.parts.len() as u32 + 1;
     let id = &streamed.upload_id;
-    let tail = upload_parts(&store, key, id, content, job.size, first, config).await;
+    let parts = Parts {
+        first: streamed.parts.len() as u32 + 1,
+        ..parts
+    };
+    let tail = upload_parts(&store, key, id, parts, config).await;
     let result = match tail {
         Ok(rest) => {
             let mut parts = streamed.parts.clone();
@@ -464,11 +479,15 @@ async fn upload_parts(
     store: &Arc<dyn ObjectStore>,
     key: &str,
     upload_id: &str,
-    content: Arc<Content>,
-    size: u64,
-    first: u32,
+    parts: Parts,
     config: &UploaderConfig,
 ) -> StoreResult<Vec<CompletedPart>> {
+    let Parts {
+        content,
+        size,
+        first,
+        room,
+    } = parts;
     let part = part_size(size, config.part_size);
     let count = size.div_ceil(part) as u32;
     let mut next = first;
@@ -497,6 +516,7 @@ async fn upload_parts(
         }
         if let Some(joined) = in_flight.join_next().await {
             done.push(joined.map_err(|e| StoreError::Other(e.to_string()))??);
+            room.progressed();
         }
     }
     done.sort_by_key(|p| p.number);

@@ -134,6 +134,7 @@ impl Uploader {
                 super::probe::probe_conditional_writes(&self.fs).await;
             }
             self.start_jobs(&mut tracker, &mut in_flight, everything);
+            self.fs.cache().usage().room().settle();
             let next_look = self.next_look(everything);
             wake.looks_at(next_look);
             tokio::select! {
@@ -146,12 +147,21 @@ impl Uploader {
         self.drain(&mut tracker, &mut in_flight, drain_for).await;
     }
 
+    /// The debounce, or none while writes wait for room in the cache: closed files
+    /// go up at once, since their space is wanted now.
+    fn debounce(&self) -> Duration {
+        match self.fs.writes_waiting() {
+            0 => self.config.debounce,
+            _ => Duration::ZERO,
+        }
+    }
+
     /// When to look again unwoken: at the next tick, or sooner when the oldest change
     /// becomes due (its close did not wake the uploader).
     fn next_look(&self, everything: bool) -> Instant {
         let now = Instant::now();
         let tick = now + TICK;
-        match self.fs.first_due(self.config.debounce) {
+        match self.fs.first_due(self.debounce()) {
             Some(due) if !everything && due > now => due.min(tick),
             _ => tick,
         }
@@ -204,10 +214,7 @@ impl Uploader {
         if free == 0 {
             return;
         }
-        for job in self
-            .fs
-            .plan(self.config.debounce, everything, tracker, free)
-        {
+        for job in self.fs.plan(self.debounce(), everything, tracker, free) {
             if tracker.ids.contains(&job.id) {
                 continue; // planned twice in one round (a materialize and its writer)
             }
@@ -247,6 +254,8 @@ impl Uploader {
                 self.report.succeeded(&job);
                 tracing::debug!(key = %job.key, action = job.action(), "synced");
                 self.fs.finish(&job, outcome);
+                // The file may be evicted now: writes waiting for room try again.
+                self.fs.cache().usage().room().progressed();
             }
             Err(err) => {
                 let attempts = tracker.backoff.get(&job.id).map_or(0, |(n, _)| *n) + 1;

@@ -57,3 +57,51 @@ fn rewrites_chmods_and_renames_send_no_file_body() {
     assert_eq!(env.get("moved.bin").unwrap().0, big);
     mnt.unmount();
 }
+
+/// A tree copied in costs a PUT per file and per directory marker: new keys go up
+/// with If-None-Match alone, with no HEAD or LIST of their own.
+#[test]
+fn a_tree_copied_in_costs_puts_and_nothing_else() {
+    let env = Env::new();
+    let source = env.dir.path().join("source");
+    let mut files = 0u64;
+    for d in 0..4 {
+        let dir = source.join(format!("d{d}/inner"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..25 {
+            fs::write(dir.join(format!("f{f}")), pattern(4096, f as u8)).unwrap();
+            files += 1;
+        }
+    }
+    let mnt = env.mount_with(BUCKET, &["--poll-interval", "0"]);
+    // The mount's own first look at its root: a LIST before the copy.
+    assert_eq!(fs::read_dir(&mnt.path).unwrap().count(), 0);
+    env.backend().reset_stats();
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(source.join("."))
+        .arg(mnt.p("tree"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sync(&env, &mnt);
+    let stats = env.stats();
+    let markers = 1 + 4 + 4; // tree/, d*/ and d*/inner/
+                             // One PUT per file; a directory's marker may go up twice: cp -a sets its times
+                             // once its contents are copied, which can be after its first upload.
+    assert!(
+        files + markers <= stats.put && stats.put <= files + 2 * markers,
+        "{stats:?}"
+    );
+    assert_eq!(
+        (stats.head, stats.list, stats.get, stats.copy),
+        (0, 0, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(env.get("tree/d3/inner/f24").unwrap().0, pattern(4096, 24));
+    mnt.unmount();
+}

@@ -41,8 +41,10 @@ on_both_servers! {
         assert!(text.contains("0 differences, 0 pending"), "{text}");
         assert_eq!(report["content_checked"], 3, "{report}");
 
-        // Pending changes are reported but are no failure.
-        fs::write(mnt.p("docs/new.txt"), b"not yet up").unwrap();
+        // Pending changes are reported but are no failure. (Kept open: a new file
+        // goes up 100 ms after its close, whatever the upload delay.)
+        let mut new_file = fs::File::create(mnt.p("docs/new.txt")).unwrap();
+        std::io::Write::write_all(&mut new_file, b"not yet up").unwrap();
         let (ok, text, _) = verify(&env, &mnt, &["docs"]);
         assert!(ok, "{text}");
         assert!(
@@ -74,6 +76,8 @@ on_both_servers! {
             ["remote_newer", "missing_in_mount", "pending"],
             "{report}"
         );
+
+        drop(new_file);
 
         // A path outside the tree is an error, not a report.
         let out = s3syncfs(&env, &["verify", mnt.path.to_str().unwrap(), "no/such"]);

@@ -20,6 +20,7 @@ mod model;
 mod notify;
 mod outage;
 mod passthrough;
+mod pressure;
 mod proxy;
 mod reconcile;
 mod remote;

@@ -15,6 +15,7 @@ use super::{Caller, Fs, FsConfig, FsError, Pending, RenameMode, SetAttr, ROOT};
 mod conflicts;
 mod hostile;
 mod lost_replies;
+mod pressure;
 mod renames;
 mod special;
 mod stream;
@@ -77,6 +78,7 @@ fn test_config(prefix: &str, metadata_ttl: Duration) -> FsConfig {
         fsync_remote: false,
         metadata_ttl,
         open_check_wait: Duration::from_secs(1),
+        cache_full_wait: Duration::from_secs(60),
     }
 }
 
@@ -595,9 +597,11 @@ fn replacing_then_removing_a_file_deletes_the_replaced_object() {
 }
 
 #[test]
-fn a_closed_large_file_goes_up_without_waiting_the_whole_debounce() {
+fn a_closed_large_or_new_file_goes_up_without_waiting_the_whole_debounce() {
     let h = harness();
-    let debounce = Duration::from_secs(60);
+    let old = h.write_file(ROOT, "old.txt", b"in the bucket");
+    h.flush();
+    let debounce = Duration::from_secs(2);
     h.fs.wake.set_debounce(debounce);
     let before = std::time::Instant::now();
     let (large, fh) = h.fs.create(ROOT, "large.bin", 0o644, ME).unwrap();
@@ -611,14 +615,22 @@ fn a_closed_large_file_goes_up_without_waiting_the_whole_debounce() {
         "due {:?} after the close",
         due.duration_since(before)
     );
-    h.write_file(ROOT, "small.txt", b"small");
-    std::thread::sleep(wait);
-    let planned: Vec<String> =
+    h.write_file(ROOT, "new.txt", b"a new small file");
+    let fh = h.fs.open(old, true, false).unwrap();
+    h.fs.write(old, 0, b"changed again").unwrap();
+    h.fs.release(fh);
+    std::thread::sleep(debounce / 5); // a new file's share of the debounce
+    let mut planned: Vec<String> =
         h.fs.plan(debounce, false, &NothingBusy, usize::MAX)
             .into_iter()
             .map(|job| job.key)
             .collect();
-    assert_eq!(planned, ["large.bin"], "the small file waits the debounce");
+    planned.sort();
+    assert_eq!(
+        planned,
+        ["large.bin", "new.txt"],
+        "a changed small file already in the bucket waits the debounce"
+    );
 }
 
 struct NothingBusy;
@@ -627,44 +639,6 @@ impl crate::fs::plan::Busy for NothingBusy {
     fn is_busy(&self, _: &crate::fs::plan::JobId, _: &str) -> bool {
         false
     }
-}
-
-#[test]
-fn a_full_cache_evicts_clean_files_and_refuses_writes_only_when_all_is_changed() {
-    let store = Arc::new(MemoryStore::new());
-    let h = start_limited(
-        "",
-        store,
-        tempfile::tempdir().unwrap(),
-        Some(1 << 20),
-        Duration::from_secs(3600),
-    );
-    let a: Vec<u8> = (0..600_000u32).map(|i| (i % 241) as u8).collect();
-    let b: Vec<u8> = (0..600_000u32).map(|i| (i % 239) as u8).collect();
-    h.write_file(ROOT, "a", &a);
-    let (attr, fh) = h.fs.create(ROOT, "b", 0o644, ME).unwrap();
-    // `a` is not in the bucket yet: it cannot be evicted, so `b` does not fit.
-    assert!(matches!(h.fs.write(attr.ino, 0, &b), Err(FsError::NoSpace)));
-    assert_eq!(
-        h.read_all(ROOT, "a"),
-        a,
-        "a refused write damaged other data"
-    );
-    h.flush();
-    // Now `a` is clean and makes room for `b`.
-    h.fs.write(attr.ino, 0, &b).unwrap();
-    h.fs.release(fh);
-    let usage = h.fs.cache().usage();
-    assert!(usage.used() <= 1 << 20, "used {}", usage.used());
-    assert_eq!(h.read_all(ROOT, "a"), a, "evicted data is fetched again");
-    h.flush();
-    assert_eq!(h.read_all(ROOT, "b"), b);
-    assert!(
-        usage.used() <= 1 << 20,
-        "reads trim the cache: {}",
-        usage.used()
-    );
-    assert_eq!(h.store.body("b").unwrap().as_ref(), &b[..]);
 }
 
 /// LIST calls of a reconciler running for `span` of paused time (nothing waits).
