@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use fuser::{Config, MountOption, Session};
 
 use crate::cache::Cache;
@@ -60,6 +61,27 @@ pub struct MountOptions {
     /// How long a write waits for room while no upload makes progress.
     pub cache_full_wait: Duration,
     pub fuse_threads: usize,
+}
+
+impl MountOptions {
+    /// The S3 client of this mount, each request bounded by `request_timeout` (and
+    /// connecting by at most 5 s of it).
+    pub(crate) fn store_config(
+        &self,
+        credentials: SharedCredentialsProvider,
+        request_timeout: Duration,
+    ) -> S3Config {
+        S3Config {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            bucket: self.bucket.clone(),
+            path_style: self.path_style,
+            credentials,
+            encryption: self.encryption.clone(),
+            request_timeout,
+            connect_timeout: request_timeout.min(Duration::from_secs(5)),
+        }
+    }
 }
 
 /// Longest wait for the credentials and the bucket before the mount gives up (or
@@ -259,17 +281,8 @@ pub fn run(
         let aws = crate::store::s3::is_aws_endpoint(&options.endpoint);
         let credentials = crate::credentials::provider(&options.credentials, &options.bucket, aws)?;
         runtime.block_on(crate::credentials::check(&credentials, STARTUP_CHECK))?;
-        let store = S3Store::new(&S3Config {
-            endpoint: options.endpoint.clone(),
-            region: options.region.clone(),
-            bucket: options.bucket.clone(),
-            path_style: options.path_style,
-            credentials,
-            encryption: options.encryption.clone(),
-            request_timeout: options.request_timeout,
-            connect_timeout: Duration::from_secs(5),
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config = options.store_config(credentials, options.request_timeout);
+        let store = S3Store::new(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
         let store: Arc<dyn ObjectStore> = match options.read_only {
             true => Arc::new(crate::store::read_only::ReadOnly(Arc::new(store))),
             false => Arc::new(store),

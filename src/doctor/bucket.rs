@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::{network_bound, Report};
 use crate::fs::{PROBE_NAME, PROBE_TAG};
 use crate::mount::MountOptions;
-use crate::store::s3::{S3Config, S3Store};
+use crate::store::s3::S3Store;
 use crate::store::{Metadata, ObjectStore, StoreError, WriteCondition};
 
 /// S3 refuses requests signed more than 15 minutes off its clock.
@@ -64,16 +64,7 @@ pub async fn check(report: &mut Report, options: &MountOptions) {
             return;
         }
     };
-    let store = match S3Store::new(&S3Config {
-        endpoint: options.endpoint.clone(),
-        region: options.region.clone(),
-        bucket: options.bucket.clone(),
-        path_style: options.path_style,
-        credentials,
-        encryption: options.encryption.clone(),
-        request_timeout: bound,
-        connect_timeout: bound.min(Duration::from_secs(5)),
-    }) {
+    let store = match S3Store::new(&options.store_config(credentials, bound)) {
         Ok(store) => Arc::new(store),
         Err(err) => {
             report.fail("bucket", format!("cannot set up the S3 client: {err}"));

@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::{pattern, sync, Env, BUCKET};
+use crate::support::{copy_tree_in, pattern, sync, Env, BUCKET};
 
 #[test]
 fn rewrites_chmods_and_renames_send_no_file_body() {
@@ -77,17 +77,7 @@ fn a_tree_copied_in_costs_puts_and_nothing_else() {
     // The mount's own first look at its root: a LIST before the copy.
     assert_eq!(fs::read_dir(&mnt.path).unwrap().count(), 0);
     env.backend().reset_stats();
-    let out = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(source.join("."))
-        .arg(mnt.p("tree"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    copy_tree_in(&source, &mnt.p("tree")).unwrap();
     sync(&env, &mnt);
     let stats = env.stats();
     let markers = 1 + 4 + 4; // tree/, d*/ and d*/inner/

@@ -4,12 +4,13 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::support::proxy::FaultProxy;
-use crate::support::{on_both_servers, pattern, status, sync, wait_until, Env, BUCKET};
+use crate::support::{
+    copy_tree_in, on_both_servers, pattern, status, sync, wait_until, Env, BUCKET,
+};
 
 const MIB: usize = 1 << 20;
 
@@ -36,18 +37,9 @@ on_both_servers! {
             BUCKET,
             &["--cache-size", "16M", "--upload-delay-ms", "600000", "--cache-full-wait", "30"],
         );
-        let out = Command::new("cp")
-            .arg("-a")
-            .arg(source.join("."))
-            .arg(mnt.p("tree"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cp failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            mnt.log_text()
-        );
+        if let Err(err) = copy_tree_in(&source, &mnt.p("tree")) {
+            panic!("cp failed: {err}\n{}", mnt.log_text());
+        }
         sync(&env, &mnt);
         for (rel, data) in &tree {
             let key = format!("tree/{rel}");

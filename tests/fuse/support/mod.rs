@@ -397,6 +397,21 @@ pub fn write_in_place(path: &Path, offset: u64, data: &[u8]) {
     file.write_all_at(data, offset).unwrap();
 }
 
+/// `cp -a` of what `source` holds into `dest`, as a user copies a tree in; cp's
+/// stderr when it fails.
+pub fn copy_tree_in(source: &Path, dest: &Path) -> Result<(), String> {
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(source.join("."))
+        .arg(dest)
+        .output()
+        .map_err(|e| format!("cannot run cp: {e}"))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
 /// Deterministic test data.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
